@@ -1,0 +1,63 @@
+"""Connection settings: explicit arguments first, then `LAKEHOUSE_*` and the usual AWS environment variables."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_PATH = ".lakehouse"
+
+
+@dataclass(frozen=True)
+class LakehouseConfig:
+    """Where the catalog database and the warehouse (data files) live, plus FileIO properties."""
+
+    catalog_uri: str
+    warehouse: str
+    properties: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def local(cls, path: str | os.PathLike[str] = DEFAULT_PATH) -> LakehouseConfig:
+        """The embedded default: a SQLite catalog file and a warehouse folder under `path`."""
+        root = Path(path).expanduser().resolve()
+        (root / "warehouse").mkdir(parents=True, exist_ok=True)
+        return cls(catalog_uri=f"sqlite:///{root / 'catalog.db'}", warehouse=(root / "warehouse").as_uri())
+
+    @classmethod
+    def resolve(
+        cls,
+        catalog_uri: str | None = None,
+        warehouse: str | None = None,
+        properties: dict[str, str] | None = None,
+        path: str | os.PathLike[str] | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> LakehouseConfig:
+        """Fill what was not given from the environment; with nothing given, the local default."""
+        env = os.environ if environ is None else environ
+        catalog_uri = catalog_uri or env.get("LAKEHOUSE_CATALOG_URI")
+        warehouse = warehouse or env.get("LAKEHOUSE_WAREHOUSE")
+        local = cls.local(path or env.get("LAKEHOUSE_PATH") or DEFAULT_PATH) if not (catalog_uri and warehouse) else None
+        merged = {**_env_properties(warehouse or "", env), **(properties or {})}
+        return cls(
+            catalog_uri=catalog_uri or local.catalog_uri,  # type: ignore[union-attr]
+            warehouse=warehouse or local.warehouse,  # type: ignore[union-attr]
+            properties={key: str(value) for key, value in merged.items()},
+        )
+
+
+def _env_properties(warehouse: str, env: os._Environ[str] | dict[str, str]) -> dict[str, str]:
+    props: dict[str, str] = {}
+    if raw := env.get("LAKEHOUSE_PROPERTIES"):
+        props.update(json.loads(raw))
+    if warehouse.startswith(("s3://", "s3a://")):
+        pairs = {
+            "s3.endpoint": env.get("LAKEHOUSE_S3_ENDPOINT") or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL"),
+            "s3.region": env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
+            "s3.access-key-id": env.get("AWS_ACCESS_KEY_ID"),
+            "s3.secret-access-key": env.get("AWS_SECRET_ACCESS_KEY"),
+            "s3.session-token": env.get("AWS_SESSION_TOKEN"),
+        }
+        props.update({key: value for key, value in pairs.items() if value and key not in props})
+    return props

@@ -1,0 +1,231 @@
+"""Row filters: parsed from strings with PyIceberg's parser (never eval'd), bound to a table's schema,
+and translated to Polars expressions so lazy scans push the same predicate down."""
+
+from __future__ import annotations
+
+import re
+from functools import singledispatch
+from typing import Any
+
+import polars as pl
+from pyiceberg.expressions import (
+    AlwaysTrue,
+    BooleanExpression,
+    BoundTerm,
+    LiteralPredicate,
+    SetPredicate,
+    UnboundPredicate,
+)
+from pyiceberg.expressions.literals import StringLiteral, literal
+from pyiceberg.expressions.parser import parse
+from pyparsing import ParseException
+from pyiceberg.expressions.visitors import BooleanExpressionVisitor, BoundBooleanExpressionVisitor, bind, visit
+from pyiceberg.schema import Schema
+from pyiceberg.types import DateType, IcebergType, TimestampType, TimestamptzType, TimeType
+
+from dagster_lakehouse.lakehouse.errors import ColumnNotFound, InvalidFilter
+
+FilterLike = str | BooleanExpression | None
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_SPACE_SEPARATED = re.compile(r"^(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}.*)$")
+
+
+def parse_filter(expression: FilterLike, *, context: str = "") -> BooleanExpression:
+    """Turn a filter string or PyIceberg expression into an (unbound) PyIceberg expression."""
+    if expression is None or (isinstance(expression, str) and not expression.strip()):
+        return AlwaysTrue()
+    if isinstance(expression, BooleanExpression):
+        return expression
+    if not isinstance(expression, str):
+        raise InvalidFilter(f"{context}filter must be a string or a PyIceberg expression, not {type(expression).__name__}")
+    try:
+        return parse(expression)
+    except ParseException as exc:
+        raise InvalidFilter(
+            f"{context}cannot parse filter {expression!r} at character {exc.loc + 1}: "
+            f"unexpected {expression[exc.loc:exc.loc + 20]!r}; expected comparisons such as "
+            "\"col >= 'value'\", \"col in (1, 2)\", \"col is null\", joined by and/or/not"
+        ) from exc
+
+
+def prepare_filter(
+    schema: Schema, expression: FilterLike, *, context: str = ""
+) -> tuple[BooleanExpression, BooleanExpression]:
+    """Parse a filter and check it against `schema`: returns (unbound for PyIceberg scans, bound).
+
+    Date-only and space-separated timestamp strings are accepted for timestamp columns.
+    """
+    normalised = visit(parse_filter(expression, context=context), _TemporalLiterals(schema))
+    shown = repr(expression) if isinstance(expression, str) else str(expression)
+    try:
+        return normalised, bind(schema, normalised, case_sensitive=True)
+    except ValueError as exc:
+        message = str(exc)
+        if "Could not find field" in message:
+            columns = ", ".join(field.name for field in schema.fields)
+            raise ColumnNotFound(f"{context}filter {shown}: {message}; columns are: {columns}") from exc
+        raise InvalidFilter(f"{context}filter {shown} does not fit the table: {message}") from exc
+
+
+def _normalise_temporal(value: str, field_type: IcebergType) -> str:
+    if isinstance(field_type, (TimestampType, TimestamptzType)):
+        if _DATE_ONLY.match(value):
+            value = f"{value}T00:00:00"
+        elif match := _SPACE_SEPARATED.match(value):
+            value = f"{match.group(1)}T{match.group(2)}"
+        if isinstance(field_type, TimestamptzType) and not re.search(r"(Z|[+-]\d{2}:\d{2})$", value):
+            value = f"{value}+00:00"
+    return value
+
+
+class _TemporalLiterals(BooleanExpressionVisitor[BooleanExpression]):
+    """Rewrite string literals compared with timestamp columns to the ISO form PyIceberg expects."""
+
+    def __init__(self, schema: Schema):
+        self.schema = schema
+
+    def visit_true(self) -> BooleanExpression:
+        return AlwaysTrue()
+
+    def visit_false(self) -> BooleanExpression:
+        from pyiceberg.expressions import AlwaysFalse
+
+        return AlwaysFalse()
+
+    def visit_not(self, child_result: BooleanExpression) -> BooleanExpression:
+        from pyiceberg.expressions import Not
+
+        return Not(child_result)
+
+    def visit_and(self, left_result: BooleanExpression, right_result: BooleanExpression) -> BooleanExpression:
+        from pyiceberg.expressions import And
+
+        return And(left_result, right_result)
+
+    def visit_or(self, left_result: BooleanExpression, right_result: BooleanExpression) -> BooleanExpression:
+        from pyiceberg.expressions import Or
+
+        return Or(left_result, right_result)
+
+    def visit_unbound_predicate(self, predicate: UnboundPredicate) -> BooleanExpression:
+        field = self.schema.find_field(predicate.term.name) if _has_field(self.schema, predicate.term.name) else None
+        if field is None:
+            return predicate
+        if isinstance(predicate, LiteralPredicate) and isinstance(predicate.literal, StringLiteral):
+            return type(predicate)(predicate.term, literal(_normalise_temporal(predicate.literal.value, field.field_type)))
+        if isinstance(predicate, SetPredicate) and all(isinstance(lit, StringLiteral) for lit in predicate.literals):
+            values = {_normalise_temporal(lit.value, field.field_type) for lit in predicate.literals}
+            return type(predicate)(predicate.term, values)
+        return predicate
+
+    def visit_bound_predicate(self, predicate: Any) -> BooleanExpression:
+        return predicate
+
+
+def _has_field(schema: Schema, name: str) -> bool:
+    try:
+        schema.find_field(name)
+        return True
+    except ValueError:
+        return False
+
+
+def to_polars(bound: BooleanExpression) -> pl.Expr:
+    """Translate a bound PyIceberg expression into the equivalent Polars expression."""
+    return visit(bound, _PolarsExpr())
+
+
+@singledispatch
+def _python_value(field_type: IcebergType, value: Any) -> pl.Expr:
+    return pl.lit(value)
+
+
+@_python_value.register
+def _(field_type: TimestampType, value: int) -> pl.Expr:
+    return pl.lit(value, dtype=pl.Int64).cast(pl.Datetime("us"))
+
+
+@_python_value.register
+def _(field_type: TimestamptzType, value: int) -> pl.Expr:
+    return pl.lit(value, dtype=pl.Int64).cast(pl.Datetime("us", "UTC"))
+
+
+@_python_value.register
+def _(field_type: DateType, value: int) -> pl.Expr:
+    return pl.lit(value, dtype=pl.Int32).cast(pl.Date)
+
+
+@_python_value.register
+def _(field_type: TimeType, value: int) -> pl.Expr:
+    return pl.lit(value * 1000, dtype=pl.Int64).cast(pl.Time)
+
+
+def _column(term: BoundTerm) -> pl.Expr:
+    return pl.col(term.ref().field.name)
+
+
+def _value(term: BoundTerm, value: Any) -> pl.Expr:
+    return _python_value(term.ref().field.field_type, value)
+
+
+class _PolarsExpr(BoundBooleanExpressionVisitor[pl.Expr]):
+    def visit_in(self, term: BoundTerm, literals: set[Any]) -> pl.Expr:
+        if not literals:
+            return pl.lit(False)
+        if isinstance(term.ref().field.field_type, (TimestampType, TimestamptzType, DateType, TimeType)):
+            return pl.any_horizontal([_column(term) == _value(term, v) for v in literals])
+        return _column(term).is_in(sorted(literals))
+
+    def visit_not_in(self, term: BoundTerm, literals: set[Any]) -> pl.Expr:
+        return ~self.visit_in(term, literals)
+
+    def visit_is_nan(self, term: BoundTerm) -> pl.Expr:
+        return _column(term).is_nan()
+
+    def visit_not_nan(self, term: BoundTerm) -> pl.Expr:
+        return _column(term).is_not_nan()
+
+    def visit_is_null(self, term: BoundTerm) -> pl.Expr:
+        return _column(term).is_null()
+
+    def visit_not_null(self, term: BoundTerm) -> pl.Expr:
+        return _column(term).is_not_null()
+
+    def visit_equal(self, term: BoundTerm, literal: Any) -> pl.Expr:
+        return _column(term) == _value(term, literal.value)
+
+    def visit_not_equal(self, term: BoundTerm, literal: Any) -> pl.Expr:
+        return _column(term) != _value(term, literal.value)
+
+    def visit_greater_than_or_equal(self, term: BoundTerm, literal: Any) -> pl.Expr:
+        return _column(term) >= _value(term, literal.value)
+
+    def visit_greater_than(self, term: BoundTerm, literal: Any) -> pl.Expr:
+        return _column(term) > _value(term, literal.value)
+
+    def visit_less_than(self, term: BoundTerm, literal: Any) -> pl.Expr:
+        return _column(term) < _value(term, literal.value)
+
+    def visit_less_than_or_equal(self, term: BoundTerm, literal: Any) -> pl.Expr:
+        return _column(term) <= _value(term, literal.value)
+
+    def visit_starts_with(self, term: BoundTerm, literal: Any) -> pl.Expr:
+        return _column(term).str.starts_with(literal.value)
+
+    def visit_not_starts_with(self, term: BoundTerm, literal: Any) -> pl.Expr:
+        return ~_column(term).str.starts_with(literal.value)
+
+    def visit_true(self) -> pl.Expr:
+        return pl.lit(True)
+
+    def visit_false(self) -> pl.Expr:
+        return pl.lit(False)
+
+    def visit_not(self, child_result: pl.Expr) -> pl.Expr:
+        return ~child_result
+
+    def visit_and(self, left_result: pl.Expr, right_result: pl.Expr) -> pl.Expr:
+        return left_result & right_result
+
+    def visit_or(self, left_result: pl.Expr, right_result: pl.Expr) -> pl.Expr:
+        return left_result | right_result

@@ -1,0 +1,177 @@
+"""The lakehouse's own bookkeeping tables: refs (branches, tags, branch points) and the commit log."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    insert,
+    select,
+)
+
+metadata = MetaData()
+
+refs_table = Table(
+    "lakehouse_refs",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("parent", String(255), nullable=True),
+    Column("fork_seq", BigInteger, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("base", Text, nullable=False, default="{}"),
+)
+
+commits_table = Table(
+    "lakehouse_commits",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(32), nullable=False, unique=True),
+    Column("ref", String(255), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("message", Text, nullable=False, default=""),
+    Column("tables", Text, nullable=False, default="[]"),
+    Column("snapshots", Text, nullable=False, default="{}"),
+    Column("run_id", String(255), nullable=True),
+)
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A branch or tag: its parent ref, where it forked, and its branch point for three-way merges."""
+
+    name: str
+    kind: str
+    parent: str | None
+    fork_seq: int | None
+    created_at: datetime
+    base: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_tag(self) -> bool:
+        return self.kind == "tag"
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One entry of a ref's log: a write, merge, branch creation or tag."""
+
+    id: str
+    ref: str
+    kind: str
+    time: datetime
+    message: str
+    tables: list[str]
+    snapshots: dict[str, int | None]
+    run_id: str | None
+    seq: int
+
+
+def _ref_from_row(row) -> Ref:
+    return Ref(
+        name=row.name,
+        kind=row.kind,
+        parent=row.parent,
+        fork_seq=row.fork_seq,
+        created_at=datetime.fromtimestamp(row.created_at, tz=timezone.utc),
+        base=json.loads(row.base or "{}"),
+    )
+
+
+def _commit_from_row(row) -> Commit:
+    return Commit(
+        id=row.id,
+        ref=row.ref,
+        kind=row.kind,
+        time=datetime.fromtimestamp(row.created_at, tz=timezone.utc),
+        message=row.message,
+        tables=json.loads(row.tables),
+        snapshots=json.loads(row.snapshots),
+        run_id=row.run_id,
+        seq=row.seq,
+    )
+
+
+def get_ref(conn: Connection, name: str) -> Ref | None:
+    row = conn.execute(select(refs_table).where(refs_table.c.name == name)).first()
+    return _ref_from_row(row) if row else None
+
+
+def list_refs(conn: Connection, kind: str | None = None) -> list[Ref]:
+    query = select(refs_table).order_by(refs_table.c.name)
+    if kind:
+        query = query.where(refs_table.c.kind == kind)
+    return [_ref_from_row(row) for row in conn.execute(query)]
+
+
+def insert_ref(
+    conn: Connection, name: str, kind: str, parent: str | None, fork_seq: int | None, base: dict[str, str]
+) -> None:
+    conn.execute(
+        insert(refs_table).values(
+            name=name,
+            kind=kind,
+            parent=parent,
+            fork_seq=fork_seq,
+            created_at=datetime.now(timezone.utc).timestamp(),
+            base=json.dumps(base, sort_keys=True),
+        )
+    )
+
+
+def set_base(conn: Connection, name: str, base: dict[str, str]) -> None:
+    conn.execute(refs_table.update().where(refs_table.c.name == name).values(base=json.dumps(base, sort_keys=True)))
+
+
+def delete_ref(conn: Connection, name: str) -> None:
+    conn.execute(refs_table.delete().where(refs_table.c.name == name))
+
+
+def last_seq(conn: Connection) -> int:
+    value = conn.execute(select(commits_table.c.seq).order_by(commits_table.c.seq.desc()).limit(1)).scalar()
+    return int(value or 0)
+
+
+def add_commit(
+    conn: Connection,
+    ref: str,
+    kind: str,
+    message: str,
+    tables: list[str],
+    snapshots: dict[str, int | None] | None = None,
+    run_id: str | None = None,
+) -> str:
+    commit_id = uuid.uuid4().hex
+    conn.execute(
+        insert(commits_table).values(
+            id=commit_id,
+            ref=ref,
+            kind=kind,
+            created_at=datetime.now(timezone.utc).timestamp(),
+            message=message,
+            tables=json.dumps(sorted(tables)),
+            snapshots=json.dumps(snapshots or {}, sort_keys=True),
+            run_id=run_id,
+        )
+    )
+    return commit_id
+
+
+def commits_of(conn: Connection, ref: str, up_to_seq: int | None = None) -> list[Commit]:
+    query = select(commits_table).where(commits_table.c.ref == ref)
+    if up_to_seq is not None:
+        query = query.where(commits_table.c.seq <= up_to_seq)
+    return [_commit_from_row(row) for row in conn.execute(query.order_by(commits_table.c.seq.desc()))]
