@@ -190,7 +190,9 @@ def test_log_shows_commits_with_tables_messages_and_run_ids(lh: Lakehouse) -> No
     assert any(c.kind == "create" and "dev" in c.message for c in log)
     assert [c.time for c in log] == sorted((c.time for c in log), reverse=True)
     lh.merge("dev")
-    assert lh.log("main")[0].kind == "merge" and lh.log("main")[0].tables == ["a.one"]
+    merge = lh.log("main")[0]
+    assert merge.kind == "merge" and merge.tables == ["a.one"]
+    assert merge.snapshots == {"a.one": lh.snapshot_id("a.one", "main")}
 
 
 def test_tags_are_immutable_snapshots_of_a_ref(lh: Lakehouse) -> None:

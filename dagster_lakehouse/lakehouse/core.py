@@ -6,7 +6,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -494,7 +494,7 @@ class Lakehouse:
             refstore.set_base(conn, base_owner.name, source_state)
             commit_id = None
             if plan.changes:
-                snapshots = {t: None for t in plan.changes}
+                snapshots = {t: _snapshot_of(self.catalog(source), t) if loc else None for t, loc in plan.changes.items()}
                 commit_id = refstore.add_commit(
                     conn,
                     into,
@@ -619,6 +619,6 @@ class Lakehouse:
         return collect_garbage(self, rows, older_than=older_than, dry_run=dry_run)
 
 
-def refs_of(lakehouse: Lakehouse) -> Iterable[str]:
-    """Every branch and tag name."""
-    return [*lakehouse.branches(), *lakehouse.tags()]
+def _snapshot_of(catalog: RefCatalog, table: str) -> int | None:
+    snapshot = catalog.load_table(table).current_snapshot()
+    return snapshot.snapshot_id if snapshot else None

@@ -7,6 +7,8 @@ from typing import Any, Union
 import polars as pl
 import pyarrow as pa
 
+from dagster_lakehouse.lakehouse.errors import SchemaMismatch
+
 DataLike = Union[pl.DataFrame, pl.LazyFrame, pa.Table, pa.RecordBatchReader]
 
 
@@ -46,7 +48,7 @@ def _iceberg_friendly(arrow_type: pa.DataType, where: str) -> pa.DataType:
     if pa.types.is_binary_view(arrow_type):
         return pa.large_binary()
     if pa.types.is_null(arrow_type):
-        raise TypeError(f"{where} holds only nulls and has no type: cast it (e.g. pl.lit(None, dtype=pl.Utf8))")
+        raise SchemaMismatch(f"{where} holds only nulls and has no type: cast it (e.g. pl.lit(None, dtype=pl.Utf8))")
     if pa.types.is_large_list(arrow_type) or pa.types.is_list(arrow_type):
         return pa.large_list(_iceberg_friendly(arrow_type.value_type, where))
     if pa.types.is_struct(arrow_type):

@@ -1,0 +1,188 @@
+"""`lakehouse branch ...`: create, list, delete, merge, diff and log lake-wide branches."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from dagster_lakehouse.cli._common import local_time, note, positive_int, print_json, print_rows
+from dagster_lakehouse.lakehouse import Commit, Lakehouse, MergeConflict
+from dagster_lakehouse.lakehouse.names import MAIN
+
+
+def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    """Register the `branch` command group and its subcommands."""
+    branch = commands.add_parser(
+        "branch", parents=[common], help="create, list, merge and inspect branches", description=__doc__
+    )
+    sub = branch.add_subparsers(dest="branch_command", metavar="COMMAND", required=True)
+
+    create = sub.add_parser("create", parents=[common], help="fork a branch from a branch or tag (metadata only)")
+    create.add_argument("name", metavar="NAME", help="new branch name (git ref-name rules)")
+    create.add_argument("--from", dest="from_ref", default=MAIN, metavar="REF", help="branch or tag to fork (default: main)")
+    create.set_defaults(handler=create_branch, creates=True)
+
+    listing = sub.add_parser("list", parents=[common], help="list branches")
+    listing.add_argument("--json", action="store_true", help="print JSON for scripts")
+    listing.set_defaults(handler=list_branches)
+
+    remove = sub.add_parser("delete", parents=[common], help="delete a branch (its data files stay until gc)")
+    remove.add_argument("name", metavar="NAME")
+    remove.set_defaults(handler=delete_branch)
+
+    merge = sub.add_parser(
+        "merge",
+        parents=[common],
+        help="three-way merge a branch into another (exit code 3 on conflict)",
+        description="Merge every table changed on SOURCE since its branch point into the target, atomically. "
+        "If both sides changed a table, nothing is merged, the tables are listed and the exit code is 3.",
+    )
+    merge.add_argument("source", metavar="SOURCE", help="branch to merge")
+    merge.add_argument("--into", default=MAIN, metavar="BRANCH", help="target branch (default: main)")
+    merge.add_argument("-m", "--message", help="commit message of the merge")
+    merge.add_argument("--json", action="store_true", help="print JSON for scripts")
+    merge.set_defaults(handler=merge_branch)
+
+    diff = sub.add_parser("diff", parents=[common], help="tables added, removed or modified from ref A to ref B")
+    diff.add_argument("a", metavar="A", help="branch or tag before")
+    diff.add_argument("b", metavar="B", help="branch or tag after")
+    diff.add_argument("--json", action="store_true", help="print JSON for scripts")
+    diff.set_defaults(handler=diff_refs)
+
+    log = sub.add_parser("log", parents=[common], help="commits reachable from a branch or tag, newest first")
+    log.add_argument("ref", nargs="?", default=MAIN, metavar="REF", help="branch or tag (default: main)")
+    log.add_argument("-n", "--limit", type=positive_int, default=None, metavar="N", help="show at most N commits")
+    log.add_argument("--json", action="store_true", help="print JSON for scripts")
+    log.set_defaults(handler=show_log)
+
+
+def create_branch(lh: Lakehouse, args: argparse.Namespace) -> int:
+    """`branch create NAME [--from REF]`."""
+    lh.create_branch(args.name, args.from_ref)
+    count = len(lh.tables(args.name))
+    print(f"created branch '{args.name}' from '{args.from_ref}' ({count} table{'s' * (count != 1)})")
+    return 0
+
+
+def list_branches(lh: Lakehouse, args: argparse.Namespace) -> int:
+    """`branch list [--json]`."""
+    rows = []
+    for name in sorted(lh.branches(), key=lambda n: (n != MAIN, n)):
+        ref = lh.ref(name)
+        rows.append({"name": name, "parent": ref.parent, "created_at": ref.created_at, "tables": len(lh.tables(name))})
+    if args.json:
+        print_json(rows)
+    else:
+        print_rows(
+            ["BRANCH", "PARENT", "CREATED", "TABLES"],
+            [[r["name"], r["parent"], local_time(r["created_at"]), r["tables"]] for r in rows],
+        )
+    return 0
+
+
+def delete_branch(lh: Lakehouse, args: argparse.Namespace) -> int:
+    """`branch delete NAME`."""
+    lh.delete_branch(args.name)
+    print(f"deleted branch '{args.name}'")
+    return 0
+
+
+def merge_branch(lh: Lakehouse, args: argparse.Namespace) -> int:
+    """`branch merge SOURCE [--into BRANCH]`; a conflict propagates as `MergeConflict` (exit code 3)."""
+    try:
+        result = lh.merge(args.source, args.into, message=args.message)
+    except MergeConflict as exc:
+        if args.json:
+            print_json({"source": exc.source, "target": exc.target, "merged": False, "conflicts": exc.tables})
+        raise
+    if args.json:
+        print_json(
+            {
+                "source": result.source,
+                "target": result.target,
+                "merged": True,
+                "tables": result.tables,
+                "commit_id": result.commit_id,
+                "fast_forward": result.fast_forward,
+            }
+        )
+    elif not result.tables:
+        print(f"nothing to merge: '{args.into}' already has every change of '{args.source}'")
+    else:
+        count = len(result.tables)
+        print(f"merged '{args.source}' into '{args.into}': {count} table{'s' * (count != 1)}, commit {result.commit_id}")
+        for table in result.tables:
+            print(f"  {table}")
+    return 0
+
+
+def diff_refs(lh: Lakehouse, args: argparse.Namespace) -> int:
+    """`branch diff A B [--json]`."""
+    diffs = lh.diff(args.a, args.b)
+    if args.json:
+        print_json(
+            [
+                {
+                    "table": d.table,
+                    "change": d.change,
+                    "before_snapshot_id": d.before_snapshot_id,
+                    "after_snapshot_id": d.after_snapshot_id,
+                }
+                for d in diffs
+            ]
+        )
+    elif not diffs:
+        note(f"no differences between '{args.a}' and '{args.b}'")
+    else:
+        print_rows(
+            ["TABLE", "CHANGE", f"SNAPSHOT ({args.a})", f"SNAPSHOT ({args.b})"],
+            [[d.table, d.change, d.before_snapshot_id, d.after_snapshot_id] for d in diffs],
+        )
+    return 0
+
+
+def commit_json(commit: Commit) -> dict[str, Any]:
+    """A commit as a JSON-ready dict."""
+    return {
+        "id": commit.id,
+        "ref": commit.ref,
+        "kind": commit.kind,
+        "time": commit.time,
+        "message": commit.message,
+        "tables": commit.tables,
+        "snapshots": commit.snapshots,
+        "run_id": commit.run_id,
+    }
+
+
+def tables_cell(tables: list[str]) -> str:
+    """Up to three table names, else their count, so a branch creation over many tables stays one short line."""
+    if not tables:
+        return "-"
+    return ",".join(tables) if len(tables) <= 3 else f"{len(tables)} tables"
+
+
+def show_log(lh: Lakehouse, args: argparse.Namespace) -> int:
+    """`branch log [REF] [-n N] [--json]`."""
+    commits = lh.log(args.ref, args.limit)
+    if args.json:
+        print_json([commit_json(c) for c in commits])
+        return 0
+    with_runs = any(c.run_id for c in commits)
+    headers = ["COMMIT", "TIME", "REF", "KIND", "TABLES", *(["RUN"] if with_runs else []), "MESSAGE"]
+    print_rows(
+        headers,
+        [
+            [
+                c.id[:12],
+                local_time(c.time),
+                c.ref,
+                c.kind,
+                tables_cell(c.tables),
+                *([c.run_id] if with_runs else []),
+                c.message,
+            ]
+            for c in commits
+        ],
+    )
+    return 0

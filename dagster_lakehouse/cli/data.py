@@ -1,0 +1,198 @@
+"""`lakehouse import` (Parquet/CSV files into a table on a branch) and `lakehouse query` (SQL over a ref)."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import re
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from dagster_lakehouse.cli._common import FRAME_FORMATS, CliError, first_paragraph, positive_int, print_frame
+from dagster_lakehouse.lakehouse import Lakehouse, ProtectedBranchError
+from dagster_lakehouse.lakehouse.names import MAIN
+
+PARQUET_SUFFIXES = (".parquet", ".pq")
+CSV_SUFFIXES = (".csv",)
+
+QUERY_HELP = """\
+Run SQL (Polars SQL) over the tables visible on a branch or tag and print the result.
+
+Each table `namespace.table` can be named in the query as
+  namespace.table      e.g. SELECT * FROM taxi.trips
+  namespace_table      e.g. SELECT * FROM taxi_trips
+  table                e.g. SELECT * FROM trips  (only when no other table or alias has that name)
+An alias that would name two tables is not registered; use the full name then. Tables are scanned lazily
+(only those the query names are opened), so filters and column selections are pushed into the scan.
+"""
+
+
+def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
+    """Register the `import` and `query` commands."""
+    imp = commands.add_parser(
+        "import",
+        parents=[common],
+        help="load a Parquet/CSV file or a folder of them into a table on a branch",
+        description="Load PATH into TABLE on BRANCH in one commit. PATH is a .parquet or .csv file, a folder "
+        "(every *.parquet and *.csv directly inside it, unioned by column name), or a glob such as "
+        "'data/*.parquet'. CSV dates and datetimes are parsed when they look like ISO 8601.",
+    )
+    imp.add_argument("source", metavar="PATH", help="file, folder or glob to read")
+    imp.add_argument("table", metavar="TABLE", help="target table as namespace.table")
+    imp.add_argument("--branch", required=True, metavar="BRANCH", help="branch to write to")
+    imp.add_argument(
+        "--mode", choices=("replace", "append"), default="replace", help="replace the table or append (default: replace)"
+    )
+    imp.add_argument("--allow-main", action="store_true", help="allow writing to the protected main branch")
+    imp.add_argument("-m", "--message", help="commit message (default: 'import PATH')")
+    imp.set_defaults(handler=import_data, creates=True)
+
+    query = commands.add_parser(
+        "query",
+        parents=[common],
+        help="run SQL over the tables of a branch or tag",
+        description=QUERY_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    query.add_argument("sql", metavar="SQL", help="the query, e.g. 'SELECT count(*) FROM taxi.trips'")
+    query.add_argument("--ref", default=MAIN, help="branch or tag (default: main)")
+    query.add_argument("--format", choices=FRAME_FORMATS, default="table", help="output format (default: table)")
+    query.add_argument(
+        "--max-rows",
+        type=positive_int,
+        default=50,
+        metavar="N",
+        help="rows shown by --format table before eliding the middle (default: 50); csv/json print all",
+    )
+    query.set_defaults(handler=run_query)
+
+
+def _is_glob(source: str) -> bool:
+    return any(c in source for c in "*?[")
+
+
+def _kind(path: str) -> str | None:
+    lower = path.lower()
+    if lower.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    if lower.endswith(CSV_SUFFIXES):
+        return "csv"
+    return None
+
+
+def _scan_one(source: str, kind: str) -> pl.LazyFrame:
+    if kind == "parquet":
+        return pl.scan_parquet(source)
+    return pl.scan_csv(source, try_parse_dates=True)
+
+
+def _scan_files(files: list[Path]) -> pl.LazyFrame:
+    frames = [_scan_one(str(p), _kind(p.name) or "") for p in files]
+    return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
+
+
+def scan_source(source: str) -> tuple[pl.LazyFrame, int]:
+    """A LazyFrame over a Parquet/CSV file, a folder or a glob of them, and how many files it reads.
+
+    Several files are unioned by column name (a column missing from a file is null there). A remote URL
+    (`s3://...`) is handed to Polars as it is and counts as one file.
+    """
+    if "://" in source:
+        kind = _kind(source)
+        if kind is None:
+            raise CliError(f"cannot import '{source}': expected a .parquet or .csv file")
+        return _scan_one(source, kind), 1
+    path = Path(source).expanduser()
+    if _is_glob(source):
+        files = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file() and _kind(p))
+        if not files:
+            raise CliError(f"cannot import '{source}': no .parquet or .csv files match")
+        return _scan_files(files), len(files)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and _kind(p.name))
+        if not files:
+            raise CliError(f"no .parquet or .csv files in folder '{source}'")
+        return _scan_files(files), len(files)
+    if not path.exists():
+        raise CliError(f"cannot import '{source}': no such file or folder")
+    if _kind(path.name) is None:
+        raise CliError(f"cannot import '{source}': expected a .parquet or .csv file, or a folder of them")
+    return _scan_files([path]), 1
+
+
+def import_data(lh: Lakehouse, args: argparse.Namespace) -> int:
+    """`import PATH TABLE --branch B [--mode replace|append] [--allow-main]`."""
+    frame, files = scan_source(args.source)
+    try:
+        result = lh.write(
+            args.table,
+            frame,
+            branch=args.branch,
+            mode=args.mode,
+            allow_main=args.allow_main,
+            message=args.message or f"import {args.source}",
+        )
+    except pl.exceptions.PolarsError as exc:
+        raise CliError(f"cannot read '{args.source}': {first_paragraph(exc)}") from exc
+    except TypeError as exc:
+        raise CliError(f"cannot import '{args.source}': {exc}") from exc
+    except ProtectedBranchError as exc:
+        raise CliError(
+            str(exc),
+            hint="import into a branch ('lakehouse branch create NAME'), then 'lakehouse branch merge NAME'; "
+            "or pass --allow-main",
+        ) from exc
+    origin = f"{files} files in '{args.source}'" if files > 1 else f"'{args.source}'"
+    verb = "appended" if args.mode == "append" else "imported"
+    print(
+        f"{verb} {result.rows} row{'s' * (result.rows != 1)} from {origin} into {result.table} "
+        f"on '{result.branch}' (snapshot {result.snapshot_id})"
+    )
+    return 0
+
+
+def sql_aliases(tables: list[str]) -> dict[str, str]:
+    """Names a query may use for each table: `ns.table`, `ns_table`, and `table` when unambiguous."""
+    candidates: dict[str, set[str]] = {}
+    for name in tables:
+        namespace, table = name.split(".", 1)
+        for alias in (f"{namespace}_{table}", table):
+            candidates.setdefault(alias, set()).add(name)
+    aliases = {name: name for name in tables}
+    for alias, owners in candidates.items():
+        if len(owners) == 1 and alias not in aliases:
+            aliases[alias] = next(iter(owners))
+    return aliases
+
+
+def sql_context(lh: Lakehouse, ref: str, sql: str) -> tuple[pl.SQLContext, dict[str, str]]:
+    """A SQL context with a lazy scan of every table of `ref` that `sql` mentions, under all of its aliases."""
+    aliases = sql_aliases(lh.tables(ref))
+    words = {w.lower() for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", sql)}
+    wanted = {
+        table
+        for alias, table in aliases.items()
+        if alias.lower() in words or (alias == table and alias.split(".", 1)[1].lower() in words)
+    }
+    frames = {table: lh.scan(table, ref=ref) for table in sorted(wanted)}
+    context = pl.SQLContext()
+    for alias, table in aliases.items():
+        if table in frames:
+            context.register(alias, frames[table])
+    return context, aliases
+
+
+def run_query(lh: Lakehouse, args: argparse.Namespace) -> int:
+    """`query SQL [--ref REF] [--format table|csv|json]`."""
+    context, aliases = sql_context(lh, args.ref, args.sql)
+    try:
+        result = context.execute(args.sql, eager=False).collect()
+    except pl.exceptions.PolarsError as exc:
+        message = first_paragraph(exc)
+        if "not found" in message and "relation" in message:
+            message += f"; tables on '{args.ref}': {', '.join(sorted(set(aliases.values()))) or 'none'}"
+        raise CliError(f"query on '{args.ref}' failed: {message}") from exc
+    print_frame(result, args.format, max_rows=args.max_rows)
+    return 0
