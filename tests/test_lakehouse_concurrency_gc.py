@@ -109,3 +109,20 @@ def test_untyped_column_is_refused_before_anything_is_written(lakehouse: Lakehou
     with pytest.raises(TypeError, match="table 'f.t' on branch 'dev': column 'x' holds only nulls"):
         lakehouse.write("f.t", pl.DataFrame({"x": [None]}), branch="dev")
     assert lakehouse.tables("dev") == []
+
+
+def _open_and_branch(catalog_uri: str, warehouse: str, properties: dict[str, str], start) -> list[str]:
+    start.wait()
+    with Lakehouse(catalog_uri, warehouse, properties) as lh:
+        lh.create_branch("shared", exist_ok=True)
+        return lh.branches()
+
+
+def test_processes_racing_on_a_fresh_catalog_and_one_branch_all_succeed(backend) -> None:
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager:
+        start = manager.Barrier(WRITERS)
+        with ctx.Pool(WRITERS) as pool:
+            args = [(backend.catalog_uri, backend.warehouse, backend.properties, start)] * WRITERS
+            results = pool.starmap(_open_and_branch, args)
+    assert results == [["main", "shared"]] * WRITERS

@@ -6,6 +6,7 @@ import os
 import random
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -13,11 +14,16 @@ from typing import Any, Literal
 
 import polars as pl
 import pyarrow as pa
-from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, TableAlreadyExistsError
+from pyiceberg.exceptions import (
+    CommitFailedException,
+    NamespaceAlreadyExistsError,
+    NoSuchTableError,
+    TableAlreadyExistsError,
+)
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression
 from pyiceberg.table import Table
 from sqlalchemy import and_, delete, insert, literal, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from dagster_lakehouse.lakehouse import refs as refstore
 from dagster_lakehouse.lakehouse.catalog import (
@@ -82,12 +88,14 @@ class Lakehouse:
         self.config = LakehouseConfig.resolve(catalog_uri, warehouse, properties, path)
         self.commit_timeout = commit_timeout
         self._catalog_properties = {**self.config.properties, "uri": self.config.catalog_uri, "warehouse": self.config.warehouse}
-        self._schema_version = open_catalog_schema(self.config.catalog_uri, self._catalog_properties)
+        self._schema_version = _retry_on_race(
+            lambda: open_catalog_schema(self.config.catalog_uri, self._catalog_properties)
+        )
         self.engine = make_engine(self.config.catalog_uri)
         self._catalogs: dict[str, RefCatalog] = {}
         self._lock = threading.Lock()
-        refstore.metadata.create_all(self.engine)
-        self._ensure_main()
+        _retry_on_race(lambda: refstore.metadata.create_all(self.engine))
+        _retry_on_race(self._ensure_main)
 
     @classmethod
     def local(cls, path: str | os.PathLike[str] = DEFAULT_PATH, **kwargs: Any) -> Lakehouse:
@@ -178,6 +186,16 @@ class Lakehouse:
 
     def _create_ref(self, name: str, from_ref: str, kind: str, *, exist_ok: bool) -> Ref:
         validate_ref_name(name)
+        try:
+            return self._insert_ref(name, from_ref, kind, exist_ok=exist_ok)
+        except IntegrityError:  # another process created the same ref between our check and insert
+            with self.engine.connect() as conn:
+                existing = refstore.get_ref(conn, name)
+            if existing is not None and exist_ok and existing.kind == kind:
+                return existing
+            raise RefAlreadyExists(f"a branch or tag named '{name}' exists already") from None
+
+    def _insert_ref(self, name: str, from_ref: str, kind: str, *, exist_ok: bool) -> Ref:
         with self.engine.begin() as conn:
             existing = refstore.get_ref(conn, name)
             if existing is not None:
@@ -302,7 +320,7 @@ class Lakehouse:
             props["dagster.run-id"] = run_id
         props.update({k: str(v) for k, v in (snapshot_properties or {}).items()})
         catalog = self.catalog(branch)
-        catalog.create_namespace_if_not_exists(namespace)
+        self._ensure_namespace(catalog, namespace)
 
         deadline = time.monotonic() + self.commit_timeout
         attempt = 0
@@ -335,6 +353,15 @@ class Lakehouse:
             attempts=attempt,
         )
 
+    @staticmethod
+    def _ensure_namespace(catalog: RefCatalog, namespace: str) -> None:
+        """Create the namespace if absent; a concurrent writer creating it first is fine."""
+        try:
+            catalog.create_namespace_if_not_exists(namespace)
+        except (IntegrityError, NamespaceAlreadyExistsError):
+            if not catalog.namespace_exists(namespace):
+                raise
+
     def _commit_write(
         self,
         catalog: RefCatalog,
@@ -364,7 +391,9 @@ class Lakehouse:
             tx.append(plan.data, snapshot_properties=props)
         elif where is not None:
             row_filter, _ = prepare_filter(table.schema(), where, context=context)
-            tx.overwrite(plan.data, overwrite_filter=row_filter, snapshot_properties=props)
+            with warnings.catch_warnings():  # replacing a partition that holds no rows yet is normal
+                warnings.filterwarnings("ignore", message="Delete operation did not match any records")
+                tx.overwrite(plan.data, overwrite_filter=row_filter, snapshot_properties=props)
         else:
             tx.overwrite(plan.data, snapshot_properties=props)
         return tx.commit_transaction()
@@ -617,6 +646,17 @@ class Lakehouse:
                 select(IcebergTables.catalog_name, IcebergTables.metadata_location, IcebergTables.previous_metadata_location)
             ).all()
         return collect_garbage(self, rows, older_than=older_than, dry_run=dry_run)
+
+
+def _retry_on_race(create: Any, attempts: int = 5) -> Any:
+    """Run an idempotent create-if-absent step, retrying when another process wins the same race."""
+    for attempt in range(attempts):
+        try:
+            return create()
+        except (OperationalError, IntegrityError, ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1) * random.uniform(1, 2))
 
 
 def _snapshot_of(catalog: RefCatalog, table: str) -> int | None:

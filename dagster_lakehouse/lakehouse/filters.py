@@ -18,10 +18,10 @@ from pyiceberg.expressions import (
 )
 from pyiceberg.expressions.literals import StringLiteral, literal
 from pyiceberg.expressions.parser import parse
-from pyparsing import ParseException
 from pyiceberg.expressions.visitors import BooleanExpressionVisitor, BoundBooleanExpressionVisitor, bind, visit
 from pyiceberg.schema import Schema
 from pyiceberg.types import DateType, IcebergType, TimestampType, TimestamptzType, TimeType
+from pyparsing import ParseException
 
 from dagster_lakehouse.lakehouse.errors import ColumnNotFound, InvalidFilter
 

@@ -1,0 +1,130 @@
+"""Which lakehouse branch a Dagster run reads and writes: branch partition, run tag, resource default, `main`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dagster as dg
+from dagster._core.execution.context.system import StepExecutionContext
+
+from dagster_lakehouse.dagster.errors import BranchResolutionError
+from dagster_lakehouse.dagster.partitions import BRANCH_PARTITIONS_NAME
+from dagster_lakehouse.lakehouse.names import MAIN
+
+BRANCH_TAG = "lakehouse/branch"
+
+RunContext = (
+    dg.OutputContext
+    | dg.InputContext
+    | dg.AssetExecutionContext
+    | dg.OpExecutionContext
+    | dg.AssetCheckExecutionContext
+)
+
+__all__ = ["BRANCH_TAG", "RunContext", "branch_dimension", "is_branch_partitions", "resolve_branch"]
+
+
+def is_branch_partitions(partitions_def: dg.PartitionsDefinition | None) -> bool:
+    """Whether `partitions_def` is the branch partitions (a dynamic partitions set named `lakehouse_branches`)."""
+    return isinstance(partitions_def, dg.DynamicPartitionsDefinition) and partitions_def.name == BRANCH_PARTITIONS_NAME
+
+
+def branch_dimension(partitions_def: dg.PartitionsDefinition | None) -> str | None:
+    """Name of the branch dimension of a multi-partitions definition, if it has one."""
+    if isinstance(partitions_def, dg.MultiPartitionsDefinition):
+        for dimension in partitions_def.partitions_defs:
+            if is_branch_partitions(dimension.partitions_def):
+                return dimension.name
+    return None
+
+
+def branch_of_partitions(partitions_def: dg.PartitionsDefinition | None, keys: Sequence[Any]) -> str | None:
+    """The branch named by partition `keys` of a branch-partitioned definition; None when it is not one.
+
+    Raises when the keys name several branches: one run writes to one branch.
+    """
+    if not keys:
+        return None
+    if is_branch_partitions(partitions_def):
+        branches = {str(key) for key in keys}
+    else:
+        dimension = branch_dimension(partitions_def)
+        if dimension is None:
+            return None
+        assert isinstance(partitions_def, dg.MultiPartitionsDefinition)
+        branches = {_as_multi_key(partitions_def, key).keys_by_dimension[dimension] for key in keys}
+    if len(branches) > 1:
+        raise BranchResolutionError(
+            f"one run covers the branch partitions {', '.join(sorted(branches))}: "
+            "a run reads and writes one lakehouse branch, so launch one run per branch"
+        )
+    return branches.pop()
+
+
+def _as_multi_key(partitions_def: dg.MultiPartitionsDefinition, key: Any) -> dg.MultiPartitionKey:
+    return key if isinstance(key, dg.MultiPartitionKey) else partitions_def.get_partition_key_from_str(str(key))
+
+
+def step_context_of(context: RunContext | StepExecutionContext) -> StepExecutionContext | None:
+    """The step execution context behind an IO manager or asset/op execution context, if there is one."""
+    if isinstance(context, StepExecutionContext):
+        return context
+    if isinstance(context, (dg.OutputContext, dg.InputContext)):
+        try:
+            return context.step_context
+        except dg.DagsterInvariantViolationError:
+            return None
+    op_context = getattr(context, "op_execution_context", context)
+    getter = getattr(op_context, "get_step_execution_context", None)
+    return getter() if callable(getter) else None
+
+
+def _step_branch(step: StepExecutionContext | None) -> str | None:
+    """Branch from the step's run partition: the step's asset partitions first, then the job's."""
+    if step is None or not step.has_partitions:
+        return None
+    key_range = step.partition_key_range
+    for partitions_def in (step.entity_partitions_def, step.job_def.partitions_def):
+        branch = branch_of_partitions(partitions_def, [key_range.start, key_range.end])
+        if branch is not None:
+            return branch
+    return None
+
+
+def _output_branch(context: dg.OutputContext) -> str | None:
+    if not context.has_asset_partitions:
+        return None
+    key_range = context.asset_partition_key_range
+    return branch_of_partitions(context.asset_partitions_def, [key_range.start, key_range.end])
+
+
+def _input_branch(context: dg.InputContext) -> str | None:
+    if not context.has_asset_partitions:
+        return None
+    key_range = context.asset_partition_key_range
+    return branch_of_partitions(context.asset_partitions_def, [key_range.start, key_range.end])
+
+
+def partition_branch(context: RunContext) -> str | None:
+    """Rule 1: the branch named by the partition key of a branch-partitioned asset of this step, if any."""
+    step = step_context_of(context)
+    if isinstance(context, dg.OutputContext):
+        return _output_branch(context) or _step_branch(step)
+    if isinstance(context, dg.InputContext):
+        return _step_branch(step) or _input_branch(context)
+    return _step_branch(step)
+
+
+def run_tags_of(context: RunContext) -> Mapping[str, str]:
+    """The tags of the run the context belongs to (empty outside a run)."""
+    step = step_context_of(context)
+    if step is not None:
+        return step.run_tags
+    tags = getattr(context, "run_tags", None)
+    return tags if isinstance(tags, Mapping) else {}
+
+
+def resolve_branch(context: RunContext, default: str | None = None) -> str:
+    """The run's branch, first match wins: branch partition key, run tag `lakehouse/branch`, `default`, `main`."""
+    return partition_branch(context) or run_tags_of(context).get(BRANCH_TAG) or default or MAIN

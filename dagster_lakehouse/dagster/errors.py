@@ -1,0 +1,27 @@
+"""Errors of the Dagster layer, and re-raising core errors with the asset they concern."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from dagster_lakehouse.lakehouse.errors import LakehouseError, MergeConflict
+
+
+class BranchResolutionError(LakehouseError, ValueError):
+    """A run's branch cannot be decided (e.g. its partitions name several branches)."""
+
+
+class LakehouseIOError(LakehouseError, TypeError):
+    """The IO manager was handed or asked for a value it cannot store or produce."""
+
+
+@contextmanager
+def naming(prefix: str) -> Iterator[None]:
+    """Re-raise core errors as the same class with `prefix` (asset, input, table, branch) added to the message."""
+    try:
+        yield
+    except MergeConflict:
+        raise
+    except LakehouseError as exc:
+        raise type(exc)(f"{prefix}: {exc}") from exc

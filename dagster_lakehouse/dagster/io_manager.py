@@ -1,0 +1,230 @@
+"""`LakehouseIOManager`: assets as Iceberg tables on the run's branch, inputs read back with pushdown."""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import dagster as dg
+import polars as pl
+import pyarrow as pa
+from pyiceberg.expressions import And
+
+from dagster_lakehouse.dagster.errors import LakehouseIOError, naming
+from dagster_lakehouse.dagster.metadata import write_metadata
+from dagster_lakehouse.dagster.resource import LakehouseResource
+from dagster_lakehouse.dagster.scope import (
+    Scope,
+    build_scope,
+    data_dimensions,
+    iceberg_kind,
+    partition_columns,
+    polars_kind,
+)
+from dagster_lakehouse.dagster.tables import (
+    COLUMNS_KEY,
+    FILTER_KEY,
+    MODE_KEY,
+    WRITE_MODES,
+    metadata_value,
+    table_name_for,
+)
+from dagster_lakehouse.lakehouse.data import to_arrow
+from dagster_lakehouse.lakehouse.errors import ColumnNotFound, TableNotFound
+from dagster_lakehouse.lakehouse.filters import parse_filter
+
+__all__ = ["LakehouseIOManager"]
+
+_READERS = {pl.DataFrame: "read", pl.LazyFrame: "scan", pa.Table: "read_arrow"}
+
+
+class LakehouseIOManager(dg.ConfigurableIOManager):
+    """Stores each asset as table `namespace.name` on the run's branch and loads inputs from the same branch.
+
+    Table: asset metadata `lakehouse/table`, else the asset key (`[ns, name]` -> `ns.name`, `[name]` ->
+    `<default_namespace>.name`, longer keys join all but the last part with `_`). Mode: metadata
+    `lakehouse/mode` (`replace` or `append`). Partitioned assets overwrite only their partition's rows, found by
+    metadata `lakehouse/partition_column` (or `partition_expr`). Inputs take `AssetIn(metadata={"columns": [...],
+    "filter": "..."})` and are returned as the parameter's annotation asks: `pl.DataFrame` (default),
+    `pl.LazyFrame` or `pa.Table`.
+    """
+
+    lakehouse: LakehouseResource
+    default_namespace: str = "public"
+
+    # ----- outputs ------------------------------------------------------------------------------------
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        """Write `obj` to the asset's table on the run's branch in one commit and report what was written."""
+        asset_key = context.asset_key
+        label = f"asset {asset_key.to_user_string()!r}"
+        if obj is None:
+            context.log.info(f"{label} returned None: nothing written to the lakehouse")
+            return
+        definition = context.definition_metadata
+        table = table_name_for(asset_key, definition, self.default_namespace)
+        mode = metadata_value(definition, MODE_KEY) or "replace"
+        if mode not in WRITE_MODES:
+            raise LakehouseIOError(
+                f"{label}: metadata {MODE_KEY!r} must be one of {', '.join(WRITE_MODES)}, not {mode!r}"
+            )
+        branch = self.lakehouse.write_branch_for(context, what=f"{label} (table {table!r})")
+        where = f"{label} (table {table!r} on branch {branch!r})"
+        try:
+            data = to_arrow(obj)
+        except TypeError as exc:
+            raise LakehouseIOError(f"{where}: {exc}") from None
+        scope = self._output_scope(context, data, where)
+        properties = {"dagster.asset-key": asset_key.to_user_string()}
+        if context.has_asset_partitions:
+            properties["dagster.partition-key"] = _partition_label(context.asset_partition_key_range)
+        if scope is not None:
+            context.log.info(f"{where}: {mode} rows where {scope.text()}")
+        lakehouse = self.lakehouse.get_lakehouse()
+        with naming(where):
+            result = lakehouse.write(
+                table,
+                data,
+                branch=branch,
+                mode=mode,
+                where=scope.iceberg() if scope is not None and mode == "replace" else None,
+                message=f"dagster: {mode} {asset_key.to_user_string()}",
+                run_id=context.run_id,
+                snapshot_properties=properties,
+                allow_main=self.lakehouse.allow_main,
+            )
+            iceberg_table = lakehouse.table(table, branch)
+        context.add_output_metadata(write_metadata(result, iceberg_table, partitioned=context.has_asset_partitions))
+        if result.snapshot_id is not None:
+            _set_data_version(context, dg.DataVersion(str(result.snapshot_id)))
+
+    def _output_scope(self, context: dg.OutputContext, data: pa.Table, where: str) -> Scope | None:
+        """The rows this partitioned output replaces; refuses data with rows outside them."""
+        if not context.has_asset_partitions or not data_dimensions(context.asset_partitions_def):
+            return None
+        partitions_def = context.asset_partitions_def
+        columns = partition_columns(context.definition_metadata, partitions_def, where)
+        frame = pl.from_arrow(data)
+        assert isinstance(frame, pl.DataFrame)
+        missing = [c for c in columns.values() if c not in frame.columns]
+        if missing:
+            raise LakehouseIOError(
+                f"{where}: partition column {', '.join(map(repr, missing))} is not in the output "
+                f"(columns: {', '.join(frame.columns)})"
+            )
+        scope = build_scope(
+            partitions_def, context.asset_partition_keys, columns, lambda c: polars_kind(frame.schema[c]), where
+        )
+        if scope is None:
+            return None
+        outside = frame.filter(~scope.polars()).height
+        if outside:
+            raise LakehouseIOError(
+                f"{where}: {outside} of {frame.height} rows lie outside partition "
+                f"{_partition_label(context.asset_partition_key_range)} ({scope.text()}); "
+                "a partitioned asset returns only its partition's rows"
+            )
+        return scope
+
+    # ----- inputs -------------------------------------------------------------------------------------
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        """Read the parent's table from the run's branch, pushing down the input's columns, filter and partitions."""
+        upstream = context.upstream_output
+        upstream_metadata = upstream.definition_metadata if upstream is not None else {}
+        table = table_name_for(context.asset_key, upstream_metadata, self.default_namespace)
+        label = f"{_consumer(context)} (table {table!r})"
+        branch = self.lakehouse.read_branch_for(context, what=label)
+        where = f"{_consumer(context)} (table {table!r} on branch {branch!r})"
+        input_metadata = context.definition_metadata or {}
+        columns = _columns(metadata_value(input_metadata, COLUMNS_KEY), where)
+        row_filter = metadata_value(input_metadata, FILTER_KEY)
+        reader = _reader_for(context, where)
+        lakehouse = self.lakehouse.get_lakehouse()
+        with naming(where):
+            scope = self._input_scope(context, table, branch, upstream_metadata, where)
+            if scope is not None:
+                context.log.info(f"{where}: reading partition rows where {scope.text()}")
+                row_filter = And(parse_filter(row_filter, context=f"{where}: "), scope.iceberg())
+            try:
+                return getattr(lakehouse, reader)(table, ref=branch, columns=columns, filter=row_filter)
+            except TableNotFound as exc:
+                raise TableNotFound(
+                    f"{exc}; materialize {context.asset_key.to_user_string()!r} on branch {branch!r} "
+                    "(or on 'main' before the branch was created)"
+                ) from None
+
+    def _input_scope(
+        self, context: dg.InputContext, table: str, branch: str, upstream_metadata: Mapping[str, Any], where: str
+    ) -> Scope | None:
+        """Rows of the partitions this run reads from a partitioned parent; None for unpartitioned runs."""
+        step = context.step_context
+        if not (step.has_partitions and context.has_asset_partitions):
+            return None
+        if not data_dimensions(step.entity_partitions_def):
+            return None
+        partitions_def = context.asset_partitions_def
+        if not data_dimensions(partitions_def):
+            return None
+        columns = partition_columns(upstream_metadata, partitions_def, where)
+        schema = self.lakehouse.get_lakehouse().table(table, branch).schema()
+        known = {field.name: field.field_type for field in schema.fields}
+        return build_scope(
+            partitions_def,
+            context.asset_partition_keys,
+            columns,
+            lambda c: iceberg_kind(known[c]) if c in known else _missing_column(c, known, where),
+            where,
+        )
+
+
+def _missing_column(column: str, known: Mapping[str, Any], where: str) -> typing.NoReturn:
+    raise ColumnNotFound(f"{where}: no partition column {column!r}; columns are: {', '.join(known)}")
+
+
+def _columns(value: Any, where: str) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, Sequence) or not all(isinstance(c, str) for c in value):
+        raise LakehouseIOError(f"{where}: input metadata {COLUMNS_KEY!r} must be a list of column names, not {value!r}")
+    return list(value)
+
+
+def _reader_for(context: dg.InputContext, where: str) -> str:
+    """The Lakehouse read method that returns what the input's type annotation asks for."""
+    wanted = context.dagster_type.typing_type
+    if wanted in (typing.Any, object, None) or context.dagster_type.is_any:
+        return "read"
+    for kind, reader in _READERS.items():
+        if wanted is kind:
+            return reader
+    raise LakehouseIOError(
+        f"{where}: cannot load an input annotated {wanted!r}; annotate it as pl.DataFrame, pl.LazyFrame or pa.Table"
+    )
+
+
+def _consumer(context: dg.InputContext) -> str:
+    """'asset <key> input <name>' for error messages."""
+    try:
+        assets_def = context.step_context.assets_def
+    except dg.DagsterInvariantViolationError:
+        assets_def = None
+    if assets_def is not None and len(assets_def.keys) == 1:
+        owner = f"asset {next(iter(assets_def.keys)).to_user_string()!r}"
+    else:
+        owner = f"op {context.op_def.name!r}"
+    return f"{owner} input {context.name!r} from {context.asset_key.to_user_string()!r}"
+
+
+def _partition_label(key_range: dg.PartitionKeyRange) -> str:
+    return str(key_range.start) if key_range.start == key_range.end else f"{key_range.start}...{key_range.end}"
+
+
+def _set_data_version(context: dg.OutputContext, version: dg.DataVersion) -> None:
+    """Make `version` the data version of the materialization Dagster records after `handle_output` returns."""
+    try:
+        step = context.step_context
+    except dg.DagsterInvariantViolationError:
+        return
+    step.set_data_version(context.asset_key, version)

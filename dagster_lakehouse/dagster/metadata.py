@@ -1,0 +1,54 @@
+"""Dagster metadata for lakehouse tables: column schema from the Iceberg schema, and the output metadata of a write."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+
+from dagster_lakehouse.lakehouse.core import WriteResult
+
+__all__ = ["table_schema", "write_metadata"]
+
+
+def table_schema(schema: Schema) -> dg.TableSchema:
+    """The Dagster column schema of an Iceberg schema (type, nullability, doc), shown in the asset's UI."""
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=field.name,
+                type=str(field.field_type),
+                description=field.doc,
+                constraints=dg.TableColumnConstraints(nullable=not field.required),
+            )
+            for field in schema.fields
+        ]
+    )
+
+
+def total_rows(table: Table, fallback: int) -> int:
+    """Rows in the table's current snapshot (from its summary), else `fallback`."""
+    snapshot = table.current_snapshot()
+    total = snapshot.summary["total-records"] if snapshot and snapshot.summary else None
+    return int(total) if total is not None else fallback
+
+
+def write_metadata(result: WriteResult, table: Table, *, partitioned: bool = False) -> dict[str, Any]:
+    """Output metadata of one write: row count, schema, table name and URI, branch, snapshot, metadata file."""
+    metadata: dict[str, Any] = {
+        "dagster/row_count": dg.MetadataValue.int(total_rows(table, result.rows)),
+        "dagster/column_schema": dg.MetadataValue.table_schema(table_schema(table.schema())),
+        "dagster/table_name": dg.MetadataValue.text(result.table),
+        "lakehouse/uri": dg.MetadataValue.path(table.location()),
+        "lakehouse/branch": dg.MetadataValue.text(result.branch),
+        "lakehouse/mode": dg.MetadataValue.text(result.mode),
+        "lakehouse/metadata_location": dg.MetadataValue.path(result.metadata_location),
+        "lakehouse/commit_id": dg.MetadataValue.text(result.commit_id),
+    }
+    if result.snapshot_id is not None:
+        metadata["lakehouse/snapshot_id"] = dg.MetadataValue.int(result.snapshot_id)
+    if partitioned:
+        metadata["dagster/partition_row_count"] = dg.MetadataValue.int(result.rows)
+    return metadata

@@ -1,0 +1,126 @@
+"""Turns resolved notebook models into Dagster assets, and the tables they read into external asset specs."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+
+from dagster_lakehouse.notebook.errors import NotebookLoadError
+
+if TYPE_CHECKING:
+    from dagster_lakehouse.notebook.loader import NotebookModel, Upstream
+
+MODEL_KINDS = {"iceberg", "polars", "marimo"}
+TABLES_GROUP = "lakehouse_tables"
+
+
+def build_assets(
+    models: list[NotebookModel], upstreams: dict[str, list[Upstream]], *, io_manager_key: str
+) -> list[dg.AssetsDefinition | dg.AssetSpec]:
+    """One asset per model plus one external spec per lakehouse table they read (each table once)."""
+    tables: dict[tuple[str, str], dg.AssetSpec] = {}
+    assets: list[dg.AssetsDefinition | dg.AssetSpec] = []
+    for m in models:
+        for upstream in upstreams[m.name]:
+            if upstream.parent is None and upstream.key not in tables:
+                tables[upstream.key] = _table_spec(upstream.table, io_manager_key)
+        assets.append(_model_asset(m, upstreams[m.name], io_manager_key))
+    return [*tables.values(), *assets]
+
+
+def _table_spec(table: str, io_manager_key: str) -> dg.AssetSpec:
+    spec = dg.AssetSpec(
+        key=table.split("."),
+        description=f"Lakehouse table `{table}`, written outside the notebooks and read by their models.",
+        metadata={"lakehouse/table": table},
+        kinds={"iceberg"},
+        group_name=TABLES_GROUP,
+    )
+    return spec if io_manager_key == "io_manager" else spec.with_io_manager_key(io_manager_key)
+
+
+def _model_asset(m: NotebookModel, upstreams: list[Upstream], io_manager_key: str) -> dg.AssetsDefinition:
+    """Wrap the model function in a compute function with its signature, so Dagster sees its types."""
+    ins = {
+        u.parameter: dg.AssetIn(key=list(u.key), metadata=(u.input.metadata or None) if u.input else None)
+        for u in upstreams
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)  # code references are beta, and exactly what the UI links
+        code_references = dg.CodeReferencesMetadataValue(
+            code_references=[dg.LocalFileCodeReference(file_path=str(m.notebook), line_number=m.line, label=m.name)]
+        )
+    metadata = {
+        **m.spec.metadata,
+        "lakehouse/table": m.table,
+        "lakehouse/mode": m.spec.materialization,
+        "lakehouse/notebook": str(m.notebook),
+        "lakehouse/source": m.location,
+        "lakehouse/dependencies": list(m.script.dependencies),
+        "dagster/code_references": code_references,
+    }
+    if m.spec.partition_column is not None:
+        column = m.spec.partition_column
+        metadata["lakehouse/partition_column"] = column if isinstance(column, str) else dict(column)
+    try:
+        return dg.asset(
+            key=list(m.key),
+            ins=ins,
+            description=m.spec.description or inspect.getdoc(m.function),
+            code_version=m.source.code_version,
+            kinds=MODEL_KINDS,
+            owners=list(m.spec.owners) or None,
+            tags=dict(m.spec.tags) or None,
+            metadata=metadata,
+            group_name=m.group_name,
+            io_manager_key=io_manager_key,
+            partitions_def=m.spec.partitions,
+        )(_compute_function(m))
+    except NotebookLoadError:
+        raise
+    except Exception as exc:
+        raise NotebookLoadError(
+            f"model {m.name!r} cannot become a Dagster asset: {exc}", path=m.notebook, line=m.line
+        ) from exc
+
+
+def _compute_function(m: NotebookModel) -> Callable[..., Any]:
+    """A function that calls the model with its inputs and returns its result, with the model's annotations."""
+    function = m.function
+    try:
+        hints = typing.get_type_hints(function, include_extras=True)
+    except Exception as exc:
+        raise NotebookLoadError(
+            f"model {m.name!r}: cannot resolve its type annotations: {type(exc).__name__}: {exc}",
+            path=m.notebook,
+            line=m.line,
+        ) from exc
+    signature = inspect.signature(function)
+    parameters = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+            annotation=hints.get(name, inspect.Parameter.empty),
+        )
+        for name in signature.parameters
+    ]
+    returns = hints.get("return", inspect.Signature.empty)
+
+    def compute(**inputs: Any) -> Any:
+        return function(**inputs)
+
+    compute.__name__ = m.name
+    compute.__qualname__ = m.name
+    compute.__module__ = function.__module__
+    compute.__doc__ = function.__doc__
+    compute.__signature__ = inspect.Signature(parameters, return_annotation=returns)  # type: ignore[attr-defined]
+    compute.__annotations__ = {
+        **{p.name: p.annotation for p in parameters if p.annotation is not inspect.Parameter.empty},
+        **({"return": returns} if returns is not inspect.Signature.empty else {}),
+    }
+    return compute

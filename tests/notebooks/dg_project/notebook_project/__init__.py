@@ -1,0 +1,1 @@
+"""A minimal dg project whose assets come from a marimo notebook through `NotebookComponent`."""
