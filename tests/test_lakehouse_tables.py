@@ -177,3 +177,12 @@ def test_snapshot_summary_carries_run_id_and_properties(lh: Lakehouse) -> None:
     assert summary["dagster.run-id"] == "run-123"
     assert summary["dagster.partition-key"] == "p1"
     assert summary["lakehouse.branch"] == "dev"
+
+
+def test_unsigned_counts_are_stored_as_signed_ints_and_scan_lazily(lh: Lakehouse) -> None:
+    counts = trips().group_by("borough").agg(trips=pl.len(), small=pl.lit(1, dtype=pl.UInt8))
+    assert counts["trips"].dtype == pl.UInt32
+    lh.write("taxi.counts", counts, branch="dev")
+    out = lh.scan("taxi.counts", ref="dev").collect().sort("borough")
+    assert out.schema["trips"] == pl.Int64 and out.schema["small"] == pl.Int32
+    assert out["trips"].to_list() == [3, 3]

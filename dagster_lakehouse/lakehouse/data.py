@@ -41,6 +41,8 @@ def _normalise(table: pa.Table, context: str) -> pa.Table:
 def _iceberg_friendly(arrow_type: pa.DataType, where: str) -> pa.DataType:
     if pa.types.is_timestamp(arrow_type) and arrow_type.unit in ("ns", "ms", "s"):
         return pa.timestamp("us", tz=arrow_type.tz)
+    if pa.types.is_unsigned_integer(arrow_type):  # Iceberg has only signed ints: widen so every value fits
+        return pa.int32() if arrow_type.bit_width <= 16 else pa.int64()
     if pa.types.is_dictionary(arrow_type):
         return _iceberg_friendly(arrow_type.value_type, where)
     if pa.types.is_string_view(arrow_type):
