@@ -519,3 +519,18 @@ def test_console_script(tmp_path: Path, files: Path) -> None:
     assert conflict.returncode == 3
     assert "taxi.trips" in conflict.stderr and "Traceback" not in conflict.stderr
     assert run("branch", "list", "--bogus").returncode == 2
+
+
+def test_gc_dry_run_then_delete_files_of_a_deleted_branch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = str(tmp_path / "gc")
+    with Lakehouse.local(root) as lh:
+        lh.create_branch("tmp")
+        lh.write("g.gone", pl.DataFrame({"x": [1]}), branch="tmp")
+        lh.delete_branch("tmp")
+    assert main(["--path", root, "gc", "--older-than-hours", "0", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would delete" in out and "/g/gone/" in out
+    assert main(["--path", root, "gc", "--older-than-hours", "0", "--json"]) == 0
+    deleted = json.loads(capsys.readouterr().out)["files"]
+    assert deleted and all(not Path(uri.removeprefix("file://")).exists() for uri in deleted)
+    assert main(["--path", root, "gc", "--older-than-hours", "-1"]) == 2

@@ -12,7 +12,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from dagster_lakehouse.notebook import NotebookLoadError, load_notebook_assets
+from dagster_lakehouse.notebook import load_notebook_assets
 from dagster_lakehouse.notebook.importer import module_name_for
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"

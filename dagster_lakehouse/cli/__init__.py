@@ -17,7 +17,7 @@ import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from dagster_lakehouse.cli import branch, data, table, tag
+from dagster_lakehouse.cli import branch, data, maintenance, table, tag
 from dagster_lakehouse.cli._common import CliError, first_paragraph, open_lakehouse
 from dagster_lakehouse.lakehouse import LakehouseError, MergeConflict
 
@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_parser(commands, common)
     table.add_parser(commands, common)
     data.add_parsers(commands, common)
+    maintenance.add_parser(commands, common)
     return parser
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from dagster_lakehouse.cli._common import (
@@ -88,7 +88,7 @@ def describe_table(lh: Lakehouse, name: str, ref: str) -> dict[str, Any]:
         "ref": ref,
         "location": table.location(),
         "snapshot_id": snapshot.snapshot_id if snapshot else None,
-        "snapshot_time": datetime.fromtimestamp(snapshot.timestamp_ms / 1000, tz=timezone.utc) if snapshot else None,
+        "snapshot_time": datetime.fromtimestamp(snapshot.timestamp_ms / 1000, tz=UTC) if snapshot else None,
         "operation": snapshot.summary.operation.value if snapshot and snapshot.summary else None,
         "rows": count("total-records") if snapshot else 0,
         "data_files": count("total-data-files") if snapshot else 0,

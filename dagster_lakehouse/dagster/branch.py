@@ -1,4 +1,8 @@
-"""Which lakehouse branch a Dagster run reads and writes: branch partition, run tag, resource default, `main`."""
+"""Which lakehouse branch a Dagster run reads and writes: branch partition, run tag, resource default, `main`.
+
+A write-audit-publish run (run tag `lakehouse/wap=true` or `LakehouseResource(wap=True)`) reads and writes its own
+branch `wap/<run_id>` instead, forked from that branch (its target); see `dagster_lakehouse.dagster.wap`.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from dagster._core.execution.context.system import StepExecutionContext
 
 from dagster_lakehouse.dagster.errors import BranchResolutionError
 from dagster_lakehouse.dagster.partitions import BRANCH_PARTITIONS_NAME
+from dagster_lakehouse.dagster.wap import WAP_TAG, wap_branch_name, wap_enabled
 from dagster_lakehouse.lakehouse.names import MAIN
 
 BRANCH_TAG = "lakehouse/branch"
@@ -22,7 +27,16 @@ RunContext = (
     | dg.AssetCheckExecutionContext
 )
 
-__all__ = ["BRANCH_TAG", "RunContext", "branch_dimension", "is_branch_partitions", "resolve_branch"]
+__all__ = [
+    "BRANCH_TAG",
+    "RunContext",
+    "branch_dimension",
+    "is_branch_partitions",
+    "is_wap_run",
+    "resolve_branch",
+    "resolve_target_branch",
+    "wap_run_id_of",
+]
 
 
 def is_branch_partitions(partitions_def: dg.PartitionsDefinition | None) -> bool:
@@ -125,6 +139,61 @@ def run_tags_of(context: RunContext) -> Mapping[str, str]:
     return tags if isinstance(tags, Mapping) else {}
 
 
-def resolve_branch(context: RunContext, default: str | None = None) -> str:
-    """The run's branch, first match wins: branch partition key, run tag `lakehouse/branch`, `default`, `main`."""
+def resolve_target_branch(context: RunContext, default: str | None = None) -> str:
+    """The run's branch without write-audit-publish, first match wins: branch partition key, run tag
+    `lakehouse/branch`, `default`, `main`. A WAP run forks its branch from this one and publishes into it."""
     return partition_branch(context) or run_tags_of(context).get(BRANCH_TAG) or default or MAIN
+
+
+def is_wap_run(context: RunContext, default: bool = False) -> bool:
+    """Whether the run writes-audits-publishes: run tag `lakehouse/wap` (a re-execution without it inherits the
+    tag of the run it re-executes), else `default` (the resource's `wap`)."""
+    tags = run_tags_of(context)
+    if WAP_TAG not in tags:
+        inherited = _inherited_wap_tag(step_context_of(context))
+        if inherited is not None:
+            tags = {**tags, WAP_TAG: inherited}
+    return wap_enabled(tags, default)
+
+
+_INHERITED_WAP: dict[str, str | None] = {}
+
+
+def _inherited_wap_tag(step: StepExecutionContext | None) -> str | None:
+    """Tag `lakehouse/wap` of the nearest run this re-execution descends from that has one (cached per run)."""
+    if step is None or not step.dagster_run.parent_run_id:
+        return None
+    run_id = step.run_id
+    if run_id not in _INHERITED_WAP:
+        value = None
+        parent_id: str | None = step.dagster_run.parent_run_id
+        seen = {run_id}
+        while parent_id and parent_id not in seen:
+            seen.add(parent_id)
+            parent = step.instance.get_run_by_id(parent_id)
+            if parent is None:
+                break
+            if WAP_TAG in parent.tags:
+                value = parent.tags[WAP_TAG]
+                break
+            parent_id = parent.parent_run_id
+        _INHERITED_WAP[run_id] = value
+    return _INHERITED_WAP[run_id]
+
+
+def wap_run_id_of(context: RunContext) -> str:
+    """The run id naming the run's WAP branch: the root run's id for a re-execution, else the run's own."""
+    step = step_context_of(context)
+    if step is not None:
+        return step.dagster_run.root_run_id or step.run_id
+    try:
+        return str(getattr(context, "run_id", "") or "")
+    except dg.DagsterInvariantViolationError:
+        return ""
+
+
+def resolve_branch(context: RunContext, default: str | None = None, *, wap: bool = False) -> str:
+    """The branch the run reads and writes: `wap/<run_id>` for a write-audit-publish run (run tag `lakehouse/wap`,
+    else `wap`), otherwise its target branch (`resolve_target_branch`)."""
+    target = resolve_target_branch(context, default)
+    return wap_branch_name(wap_run_id_of(context)) if is_wap_run(context, wap) else target

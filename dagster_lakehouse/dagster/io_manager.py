@@ -42,6 +42,9 @@ _READERS = {pl.DataFrame: "read", pl.LazyFrame: "scan", pa.Table: "read_arrow"}
 class LakehouseIOManager(dg.ConfigurableIOManager):
     """Stores each asset as table `namespace.name` on the run's branch and loads inputs from the same branch.
 
+    The branch is `LakehouseResource.write_branch_for`/`read_branch_for`: for a write-audit-publish run its own
+    branch `wap/<run_id>`, so asset checks, which load the asset through this IO manager, audit what the run wrote.
+
     Table: asset metadata `lakehouse/table`, else the asset key (`[ns, name]` -> `ns.name`, `[name]` ->
     `<default_namespace>.name`, longer keys join all but the last part with `_`). Mode: metadata
     `lakehouse/mode` (`replace` or `append`). Partitioned assets overwrite only their partition's rows, found by

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
@@ -86,7 +86,7 @@ def _ref_from_row(row) -> Ref:
         kind=row.kind,
         parent=row.parent,
         fork_seq=row.fork_seq,
-        created_at=datetime.fromtimestamp(row.created_at, tz=timezone.utc),
+        created_at=datetime.fromtimestamp(row.created_at, tz=UTC),
         base=json.loads(row.base or "{}"),
     )
 
@@ -96,7 +96,7 @@ def _commit_from_row(row) -> Commit:
         id=row.id,
         ref=row.ref,
         kind=row.kind,
-        time=datetime.fromtimestamp(row.created_at, tz=timezone.utc),
+        time=datetime.fromtimestamp(row.created_at, tz=UTC),
         message=row.message,
         tables=json.loads(row.tables),
         snapshots=json.loads(row.snapshots),
@@ -126,7 +126,7 @@ def insert_ref(
             kind=kind,
             parent=parent,
             fork_seq=fork_seq,
-            created_at=datetime.now(timezone.utc).timestamp(),
+            created_at=datetime.now(UTC).timestamp(),
             base=json.dumps(base, sort_keys=True),
         )
     )
@@ -160,7 +160,7 @@ def add_commit(
             id=commit_id,
             ref=ref,
             kind=kind,
-            created_at=datetime.now(timezone.utc).timestamp(),
+            created_at=datetime.now(UTC).timestamp(),
             message=message,
             tables=json.dumps(sorted(tables)),
             snapshots=json.dumps(snapshots or {}, sort_keys=True),

@@ -1,0 +1,428 @@
+"""`merge_sensor`: publishes finished runs that asked for it by merging their branch into its target.
+
+A run asks to be published when it is write-audit-publish (run tag `lakehouse/wap=true` or
+`LakehouseResource(wap=True)`: it wrote to `wap/<run_id>`, merged into the branch it was forked from) or carries
+run tag `lakehouse/merge_into=<target>` (the branch it wrote to is merged into `<target>`). The resource tags such a
+run `lakehouse/merge=pending` and `lakehouse/warehouse=<its warehouse>` when it first uses its branch; the sensor
+takes the finished pending runs of its own warehouse, earliest finished first.
+
+A run is merged only when it succeeded, every asset it planned materialized and every asset check evaluation passed,
+blocking or not (for a re-execution: the latest evaluation of each check across the run and the runs it
+re-executes). Then the merge is recorded as an `AssetMaterialization` on the target per merged asset, the WAP branch
+is deleted, and the run is tagged `lakehouse/merge=merged`. Otherwise the run is tagged `skipped` (or `conflict`,
+also reported as an `AssetObservation` naming the conflicting tables) with `lakehouse/merge_reason`, and every
+branch is kept for inspection. The run tag is the sensor's state: a run leaves `pending` once handled, so it is
+handled once; a run whose handling raised an unexpected error stays pending and is retried on the next tick.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+
+from dagster_lakehouse.dagster.branch import BRANCH_TAG
+from dagster_lakehouse.dagster.errors import BranchResolutionError
+from dagster_lakehouse.dagster.resource import LakehouseResource
+from dagster_lakehouse.dagster.wap import (
+    MERGE_CONFLICT,
+    MERGE_INTO_TAG,
+    MERGE_PENDING,
+    MERGE_REASON_TAG,
+    MERGE_SKIPPED,
+    MERGE_TAG,
+    MERGED,
+    WAP_TAG,
+    WAREHOUSE_TAG,
+    wap_branch_name,
+    wap_enabled,
+)
+from dagster_lakehouse.lakehouse.core import Lakehouse
+from dagster_lakehouse.lakehouse.errors import LakehouseError, MergeConflict, RefNotFound
+from dagster_lakehouse.lakehouse.merge import MergeResult
+
+__all__ = ["MergeOutcome", "RunAudit", "audit_run", "build_merge_sensor", "merge_sensor", "publish_run"]
+
+FINISHED_STATUSES = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
+DATA_VERSION_TAG = "dagster/data_version"
+_COPIED_TAG_PREFIXES = (
+    "dagster/code_version",
+    "dagster/input_data_version/",
+    "dagster/input_event_pointer/",
+    "dagster/data_version_is_user_provided",
+)
+_DROPPED_METADATA = ("lakehouse/commit_id",)
+_REASON_LIMIT = 1000
+_EVENT_TYPES = {
+    dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+    dg.DagsterEventType.ASSET_MATERIALIZATION,
+    dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED,
+    dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+}
+
+AssetPartition = tuple[dg.AssetKey, str | None]
+
+
+@dataclass
+class RunAudit:
+    """What a run (with the runs it re-executes) planned, materialized and how its asset checks ended."""
+
+    status: dg.DagsterRunStatus
+    planned: set[AssetPartition] = field(default_factory=set)
+    materializations: dict[AssetPartition, dg.AssetMaterialization] = field(default_factory=dict)
+    planned_checks: set[dg.AssetCheckKey] = field(default_factory=set)
+    evaluations: dict[tuple[dg.AssetCheckKey, str | None], Any] = field(default_factory=dict)
+
+    def problems(self) -> list[str]:
+        """Why the run must not be published; empty when it may."""
+        found: list[str] = []
+        if self.status != dg.DagsterRunStatus.SUCCESS:
+            found.append(f"the run ended {self.status.value}")
+        materialized_keys = {key for key, _ in self.materializations}
+        missing = sorted(
+            _label(key, partition)
+            for key, partition in self.planned
+            if (key, partition) not in self.materializations and not (partition is None and key in materialized_keys)
+        )
+        if missing:
+            found.append(f"planned but not materialized: {', '.join(missing)}")
+        failed = sorted(
+            f"{_check_label(check_key, partition)} ({evaluation.severity.value}"
+            f"{', blocking' if evaluation.blocking else ', non-blocking'})"
+            for (check_key, partition), evaluation in self.evaluations.items()
+            if not evaluation.passed
+        )
+        if failed:
+            found.append(f"failed asset checks: {', '.join(failed)}")
+        evaluated = {check_key for check_key, _ in self.evaluations}
+        not_run = sorted(_check_label(k, None) for k in self.planned_checks - evaluated)
+        if not_run:
+            found.append(f"asset checks that did not run: {', '.join(not_run)}")
+        return found
+
+    def tables(self) -> dict[AssetPartition, str]:
+        """The lakehouse table each materialization wrote (from the IO manager's `dagster/table_name`)."""
+        tables = {}
+        for asset_partition, materialization in self.materializations.items():
+            value = materialization.metadata.get("dagster/table_name")
+            if value is not None:
+                tables[asset_partition] = str(getattr(value, "value", value))
+        return tables
+
+    def branches(self) -> set[str]:
+        """The lakehouse branches the materializations were written to (metadata `lakehouse/branch`)."""
+        branches = set()
+        for materialization in self.materializations.values():
+            value = materialization.metadata.get("lakehouse/branch")
+            if value is not None:
+                branches.add(str(getattr(value, "value", value)))
+        return branches
+
+
+@dataclass
+class MergeOutcome:
+    """How the sensor handled one run: `merged`, `skipped` or `conflict`, why, and the asset events to report."""
+
+    run_id: str
+    status: str
+    reason: str
+    source: str | None = None
+    target: str | None = None
+    merge: MergeResult | None = None
+    events: list[dg.AssetMaterialization | dg.AssetObservation] = field(default_factory=list)
+
+
+def lineage(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[dg.DagsterRun]:
+    """The run and the runs it re-executes, oldest first."""
+    chain = [run]
+    seen = {run.run_id}
+    while chain[-1].parent_run_id and chain[-1].parent_run_id not in seen:
+        parent = instance.get_run_by_id(chain[-1].parent_run_id)
+        if parent is None:
+            break
+        chain.append(parent)
+        seen.add(parent.run_id)
+    return list(reversed(chain))
+
+
+def audit_run(instance: dg.DagsterInstance, run: dg.DagsterRun) -> RunAudit:
+    """Collect the planned and done materializations and check evaluations of `run` and the runs it re-executes."""
+    audit = RunAudit(status=run.status)
+    for past in lineage(instance, run):
+        for entry in instance.all_logs(past.run_id, of_type=_EVENT_TYPES):
+            event = entry.dagster_event
+            if event is None:
+                continue
+            data = event.event_specific_data
+            if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED:
+                audit.planned.update((data.asset_key, p) for p in _partitions(data.partition, data.partitions_subset))
+            elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+                materialization = data.materialization
+                audit.materializations[(materialization.asset_key, materialization.partition)] = materialization
+            elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED:
+                audit.planned_checks.add(data.asset_check_key)
+            else:
+                audit.evaluations[(data.asset_check_key, data.partition)] = data
+    return audit
+
+
+def _partitions(partition: str | None, subset: Any) -> list[str | None]:
+    if partition is not None:
+        return [partition]
+    if subset is not None:
+        try:
+            return list(subset.get_partition_keys()) or [None]
+        except Exception:
+            return [None]
+    return [None]
+
+
+def _label(key: dg.AssetKey, partition: str | None) -> str:
+    return key.to_user_string() + (f" [{partition}]" if partition is not None else "")
+
+
+def _check_label(check_key: dg.AssetCheckKey, partition: str | None) -> str:
+    return f"{check_key.asset_key.to_user_string()}:{check_key.name}" + (f" [{partition}]" if partition else "")
+
+
+def _source_and_target(lakehouse: Lakehouse, run: dg.DagsterRun, audit: RunAudit) -> tuple[str, str]:
+    """The branch to merge and the branch to merge it into; raises `LookupError` with the reason when unknown."""
+    tags = run.tags
+    if wap_enabled(tags):
+        source = wap_branch_name(run.root_run_id or run.run_id)
+        try:
+            target = lakehouse.ref(source).parent
+        except RefNotFound:
+            raise LookupError(
+                f"its write-audit-publish branch {source!r} does not exist (deleted, or never written)"
+            ) from None
+        if not target:
+            raise LookupError(f"its write-audit-publish branch {source!r} records no branch it was forked from")
+        return source, target
+    target = tags.get(MERGE_INTO_TAG, "").strip()
+    if not target:
+        raise LookupError(f"it is neither write-audit-publish (run tag {WAP_TAG!r}) nor tagged {MERGE_INTO_TAG!r}")
+    branches = audit.branches() or ({tags[BRANCH_TAG]} if tags.get(BRANCH_TAG) else set())
+    if not branches:
+        raise LookupError("it wrote no lakehouse table, so the branch to merge is unknown")
+    if len(branches) > 1:
+        raise LookupError(f"it wrote to several branches ({', '.join(sorted(branches))}); merge them by hand")
+    source = branches.pop()
+    if source == target:
+        raise LookupError(f"it wrote directly to its merge target {target!r}: nothing to merge")
+    return source, target
+
+
+def publish_run(
+    instance: dg.DagsterInstance,
+    lakehouse: Lakehouse,
+    run: dg.DagsterRun,
+    *,
+    log: logging.Logger | Any,
+    sensor_name: str = "merge_sensor",
+    delete_merged_branch: bool = True,
+) -> MergeOutcome:
+    """Merge a finished run's branch into its target if the run passed its audit; tag the run with the outcome."""
+    run_id = run.run_id
+    who = f"{sensor_name}: run {run_id} (job {run.job_name})"
+    audit = audit_run(instance, run)
+    try:
+        source, target = _source_and_target(lakehouse, run, audit)
+    except (LookupError, BranchResolutionError) as exc:
+        return _finish(instance, log, MergeOutcome(run_id, MERGE_SKIPPED, f"not merged: {exc}"), who)
+    problems = audit.problems()
+    where = f"branch {source!r} (target {target!r})"
+    if problems:
+        written = sorted(set(audit.tables().values()))
+        tables = f" (tables written: {', '.join(written)})" if written else ""
+        reason = f"not merged into {target!r}: {'; '.join(problems)}; {source!r}{tables} kept for inspection"
+        return _finish(instance, log, MergeOutcome(run_id, MERGE_SKIPPED, reason, source, target), who)
+    message = f"publish {source} into {target}: run {run_id} of job {run.job_name} passed its audit"
+    try:
+        result = lakehouse.merge(source, into=target, message=message, run_id=run_id)
+    except MergeConflict as exc:
+        reason = (
+            f"conflict merging {where}: both changed {', '.join(exc.tables)} since the branch point; "
+            f"nothing was merged, both branches kept"
+        )
+        outcome = MergeOutcome(run_id, MERGE_CONFLICT, reason, source, target)
+        outcome.events = _conflict_observations(audit, exc.tables, source, target, run_id, sensor_name)
+        return _finish(instance, log, outcome, who)
+    except LakehouseError as exc:
+        reason = f"merge of {where} refused: {exc}; branches kept"
+        return _finish(instance, log, MergeOutcome(run_id, MERGE_SKIPPED, reason, source, target), who)
+    snapshots = {table: _snapshot(lakehouse, table, target) for table in result.tables}
+    if result.tables:
+        reason = f"merged {where}: tables {', '.join(result.tables)} (commit {result.commit_id})"
+    else:
+        reason = f"merged {where}: nothing had changed"
+    outcome = MergeOutcome(run_id, MERGED, reason, source, target, result)
+    outcome.events = _merge_materializations(audit, result, snapshots, source, target, run_id, sensor_name)
+    _finish(instance, log, outcome, who)
+    if delete_merged_branch and source == wap_branch_name(run.root_run_id or run.run_id):
+        try:
+            lakehouse.delete_branch(source)
+            log.info(f"{who}: deleted merged branch {source!r}")
+        except LakehouseError as exc:
+            log.warning(f"{who}: merged, but could not delete branch {source!r}: {exc}")
+    return outcome
+
+
+def _finish(instance: dg.DagsterInstance, log: Any, outcome: MergeOutcome, who: str) -> MergeOutcome:
+    """Tag the run with the outcome and log it (warning unless merged)."""
+    reason = outcome.reason if len(outcome.reason) <= _REASON_LIMIT else outcome.reason[: _REASON_LIMIT - 3] + "..."
+    instance.add_run_tags(outcome.run_id, {MERGE_TAG: outcome.status, MERGE_REASON_TAG: reason})
+    (log.info if outcome.status == MERGED else log.warning)(f"{who}: {outcome.reason}")
+    return outcome
+
+
+def _snapshot(lakehouse: Lakehouse, table: str, ref: str) -> int | None:
+    try:
+        return lakehouse.snapshot_id(table, ref)
+    except LakehouseError:
+        return None
+
+
+def _merge_materializations(
+    audit: RunAudit,
+    result: MergeResult,
+    snapshots: Mapping[str, int | None],
+    source: str,
+    target: str,
+    run_id: str,
+    sensor_name: str,
+) -> list[dg.AssetMaterialization | dg.AssetObservation]:
+    """One materialization on the target per asset (partition) of the run whose table the merge took."""
+    events: list[dg.AssetMaterialization | dg.AssetObservation] = []
+    merged = set(result.tables)
+    for (key, partition), table in sorted(audit.tables().items(), key=lambda item: _label(*item[0])):
+        if table not in merged:
+            continue
+        written = audit.materializations[(key, partition)]
+        snapshot = snapshots.get(table)
+        metadata: dict[str, Any] = {k: v for k, v in written.metadata.items() if k not in _DROPPED_METADATA}
+        metadata.update(
+            {
+                "lakehouse/branch": dg.MetadataValue.text(target),
+                "lakehouse/merged_from": dg.MetadataValue.text(source),
+                "lakehouse/merge_commit": dg.MetadataValue.text(result.commit_id or ""),
+                "lakehouse/run_id": dg.MetadataValue.text(run_id),
+            }
+        )
+        tags = {k: v for k, v in (written.tags or {}).items() if k.startswith(_COPIED_TAG_PREFIXES)}
+        if snapshot is not None:
+            metadata["lakehouse/snapshot_id"] = dg.MetadataValue.int(snapshot)
+            tags[DATA_VERSION_TAG] = str(snapshot)
+        events.append(
+            dg.AssetMaterialization(
+                asset_key=key,
+                partition=partition,
+                description=f"{sensor_name} merged branch {source!r} into {target!r} after run {run_id} passed its audit",
+                metadata=metadata,
+                tags=tags,
+            )
+        )
+    return events
+
+
+def _conflict_observations(
+    audit: RunAudit, conflicts: Sequence[str], source: str, target: str, run_id: str, sensor_name: str
+) -> list[dg.AssetMaterialization | dg.AssetObservation]:
+    """One observation per asset (partition) of the run, preferring those whose table conflicts, naming the tables."""
+    tables = audit.tables()
+    concerned = [ap for ap, table in tables.items() if table in conflicts] or list(audit.materializations)
+    metadata = {
+        "lakehouse/merge": dg.MetadataValue.text(MERGE_CONFLICT),
+        "lakehouse/conflicting_tables": dg.MetadataValue.text(", ".join(conflicts)),
+        "lakehouse/branch": dg.MetadataValue.text(source),
+        "lakehouse/target": dg.MetadataValue.text(target),
+        "lakehouse/run_id": dg.MetadataValue.text(run_id),
+    }
+    description = (
+        f"{sensor_name} could not merge {source!r} into {target!r}: both changed {', '.join(conflicts)} since the "
+        "branch point; re-run on a fresh branch (or merge the target into the branch) and publish again"
+    )
+    return [
+        dg.AssetObservation(asset_key=key, partition=partition, description=description, metadata=metadata)
+        for key, partition in sorted(concerned, key=lambda ap: _label(*ap))
+    ]
+
+
+def pending_runs(instance: dg.DagsterInstance, warehouse: str, limit: int) -> tuple[list[dg.DagsterRun], int]:
+    """Up to `limit` finished runs tagged `lakehouse/merge=pending` on this warehouse, earliest finished first,
+    and how many pending runs belong to another lakehouse (tag `lakehouse/warehouse`) and were left alone."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(tags={MERGE_TAG: MERGE_PENDING}, statuses=FINISHED_STATUSES),
+        order_by="update_timestamp",
+        ascending=True,
+    )
+    runs = [r.dagster_run for r in records if r.dagster_run.tags.get(WAREHOUSE_TAG, warehouse) == warehouse]
+    return runs[:limit], len(records) - len(runs)
+
+
+def build_merge_sensor(
+    *,
+    name: str = "merge_sensor",
+    minimum_interval_seconds: int = 30,
+    delete_merged_branch: bool = True,
+    runs_per_tick: int = 25,
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
+) -> dg.SensorDefinition:
+    """A sensor that merges each finished write-audit-publish (or `lakehouse/merge_into`) run whose audit passed.
+
+    Needs the resource `lakehouse` (a `LakehouseResource`). Merges are recorded as asset materializations on the
+    target (metadata `lakehouse/branch`, `lakehouse/merged_from`, `lakehouse/snapshot_id`, `lakehouse/merge_commit`,
+    `lakehouse/run_id`); `delete_merged_branch` deletes a merged WAP branch (never a `merge_into` run's branch).
+    At most `runs_per_tick` runs are handled per evaluation; the rest wait for the next one.
+    """
+
+    @dg.sensor(
+        name=name,
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=default_status,
+        description=(
+            "Merges the branch of each finished write-audit-publish run (run tag lakehouse/wap=true) into the branch "
+            "it was forked from, and of runs tagged lakehouse/merge_into into that branch, when every planned asset "
+            "materialized and every asset check passed; records the merge as materializations on the target."
+        ),
+    )
+    def _merge_sensor(
+        context: dg.SensorEvaluationContext, lakehouse: LakehouseResource
+    ) -> dg.SensorResult | dg.SkipReason:
+        store = lakehouse.get_lakehouse()
+        runs, foreign = pending_runs(context.instance, store.config.warehouse, runs_per_tick)
+        if foreign:
+            context.log.info(
+                f"{name}: left {foreign} pending run(s) of other lakehouses (tag {WAREHOUSE_TAG} is not "
+                f"{store.config.warehouse!r}) to their own merge sensor"
+            )
+        if not runs:
+            return dg.SkipReason(f"no finished run waits to be merged (run tag {MERGE_TAG}={MERGE_PENDING})")
+        events: list[dg.AssetMaterialization | dg.AssetObservation] = []
+        summary: list[str] = []
+        for run in runs:
+            try:
+                outcome = publish_run(
+                    context.instance,
+                    store,
+                    run,
+                    log=context.log,
+                    sensor_name=name,
+                    delete_merged_branch=delete_merged_branch,
+                )
+            except Exception as exc:
+                context.log.exception(f"{name}: run {run.run_id} could not be handled, retrying next tick: {exc}")
+                summary.append(f"run {run.run_id}: error ({type(exc).__name__}), retried next tick")
+                continue
+            events.extend(outcome.events)
+            summary.append(f"run {run.run_id}: {outcome.status}")
+        return dg.SensorResult(asset_events=events, skip_reason="; ".join(summary))
+
+    return _merge_sensor
+
+
+merge_sensor = build_merge_sensor()
+"""The default `merge_sensor` (stopped until turned on; every 30 s; deletes merged WAP branches)."""
