@@ -9,7 +9,14 @@ import dagster as dg
 import polars as pl
 
 from dagster_lakehouse import load_notebook_assets
-from dagster_lakehouse.dagster import LakehouseIOManager, LakehouseResource
+from dagster_lakehouse.dagster import (
+    LakehouseIOManager,
+    LakehouseResource,
+    branch_partitions,
+    build_branch_sync_sensor,
+    build_merge_sensor,
+    build_raw_table_sensor,
+)
 
 NOTEBOOK = Path(__file__).parent / "notebooks" / "taxi.py"
 TRIPS_AND_ZONES = dg.AssetKey(["taxi", "trips_and_zones"])
@@ -43,6 +50,18 @@ def stats_are_plausible(stats_by_taxi_zones: pl.DataFrame) -> dg.AssetCheckResul
     )
 
 
+@dg.asset(
+    key=["taxi", "borough_summary"],
+    ins={"stats": dg.AssetIn(key=STATS, metadata={"columns": ["Borough", "trips"]})},
+    partitions_def=branch_partitions,
+    group_name="branch_reports",
+    kinds={"iceberg", "polars"},
+)
+def borough_summary(stats: pl.DataFrame) -> pl.DataFrame:
+    """Trips per borough, one partition per data branch: compare branches side by side in the UI."""
+    return stats.group_by("Borough").agg(trips=pl.col("trips").sum()).sort("Borough")
+
+
 taxi_job = dg.define_asset_job(
     "taxi_job",
     selection=dg.AssetSelection.groups("taxi"),
@@ -63,10 +82,22 @@ daily_publish = dg.ScheduleDefinition(
     description="Rebuild and publish the taxi stats every morning.",
 )
 
+RUNNING = dg.DefaultSensorStatus.RUNNING
+merge_sensor = build_merge_sensor(name="merge_sensor", minimum_interval_seconds=5, default_status=RUNNING)
+branch_sync_sensor = build_branch_sync_sensor(name="branch_sync_sensor", default_status=RUNNING)
+raw_taxi_tables_sensor = build_raw_table_sensor(
+    [spec for spec in notebook_assets if isinstance(spec, dg.AssetSpec)],
+    name="raw_taxi_tables_sensor",
+    job=publish_job,
+    minimum_interval_seconds=30,
+    default_status=RUNNING,
+)
+
 defs = dg.Definitions(
-    assets=notebook_assets,
+    assets=[*notebook_assets, borough_summary],
     asset_checks=[trips_have_zones, stats_are_plausible],
     jobs=[taxi_job, publish_job],
     schedules=[daily_publish],
+    sensors=[merge_sensor, branch_sync_sensor, raw_taxi_tables_sensor],
     resources={"lakehouse": lakehouse, "io_manager": LakehouseIOManager(lakehouse=lakehouse)},
 )

@@ -50,14 +50,19 @@ class DagsterDev:
             raise AssertionError(f"GraphQL errors: {payload['errors']}")
         return payload["data"]
 
-    def launch(self, job: str, tags: dict[str, str]) -> str:
+    def launch(self, job: str, tags: dict[str, str], asset_selection: list[list[str]] | None = None) -> str:
         data = self.graphql(
             """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) {
                 __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
                 ... on InvalidSubsetError { message } ... on RunConfigValidationInvalid { errors { message } } } }""",
             {
                 "params": {
-                    "selector": {"repositoryLocationName": LOCATION, "repositoryName": "__repository__", "jobName": job},
+                    "selector": {
+                        "repositoryLocationName": LOCATION,
+                        "repositoryName": "__repository__",
+                        "jobName": job,
+                        **({"assetSelection": [{"path": p} for p in asset_selection]} if asset_selection else {}),
+                    },
                     "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
                     "runConfigData": {},
                 }
@@ -65,6 +70,20 @@ class DagsterDev:
         )["launchRun"]
         assert data["__typename"] == "LaunchRunSuccess", data
         return data["run"]["runId"]
+
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        tags = self.graphql(
+            "query($id: ID!) { runOrError(runId: $id) { ... on Run { tags { key value } } } }", {"id": run_id}
+        )["runOrError"]["tags"]
+        return {tag["key"]: tag["value"] for tag in tags}
+
+    def partition_keys(self, asset_path: list[str]) -> list[str]:
+        node = self.graphql(
+            "query($key: AssetKeyInput!) { assetNodeOrError(assetKey: $key) { ... on AssetNode {"
+            " partitionKeysByDimension { partitionKeys } } } }",
+            {"key": {"path": asset_path}},
+        )["assetNodeOrError"]
+        return [key for dim in node["partitionKeysByDimension"] for key in dim["partitionKeys"]]
 
     def wait_for_run(self, run_id: str, timeout: float = 300) -> str:
         deadline = time.monotonic() + timeout
@@ -128,6 +147,17 @@ def _kill(pid: int, sig: int) -> None:
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
+
+
+def wait_until(predicate: Any, timeout: float, what: str) -> Any:
+    """Poll `predicate` every second until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def start_dagster_dev(root: Path, trips: int = 20_000, timeout: float = 180) -> DagsterDev:

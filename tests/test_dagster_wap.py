@@ -264,6 +264,14 @@ def test_passing_checks_are_merged_into_main(backend: Any, instance: dg.DagsterI
     assert mileage_event.asset_materialization.metadata["lakehouse/branch"].value == "main"
     resolver = get_stale_status_resolver(instance, [dg.AssetsDefinition(specs=[TRIPS_SPEC]), long_trips, mileage])
     assert resolver.get_status(LONG_TRIPS) == resolver.get_status(mileage.key) == StaleStatus.FRESH
+    checks = {e.check_name: e for e in data.asset_events if isinstance(e, dg.AssetCheckEvaluation)}
+    assert sorted(checks) == ["enough_long_trips", "not_too_many"]
+    check = checks["enough_long_trips"]
+    assert check.asset_key == LONG_TRIPS and check.passed and checks["not_too_many"].passed
+    assert check.metadata["lakehouse/audited_on"].value == branch
+    assert data.asset_events.index(check) > data.asset_events.index(
+        next(e for e in data.asset_events if isinstance(e, dg.AssetMaterialization) and e.asset_key == LONG_TRIPS)
+    )
 
 
 def test_failing_blocking_check_leaves_main_byte_for_byte(
@@ -337,7 +345,7 @@ def test_a_run_is_handled_once(local_backend: Any, instance: dg.DagsterInstance)
     result = _run(instance, local_backend)
     first = _tick(instance, local_backend)
     second = _tick(instance, local_backend)
-    assert len(first.asset_events) == 2
+    assert len([e for e in first.asset_events if isinstance(e, dg.AssetMaterialization)]) == 2
     assert second.asset_events == [] and "no finished run waits" in (second.skip_message or "")
     assert len(_merges(store)) == 1
     assert _tags(instance, result.run_id)[MERGE_TAG] == "merged"
@@ -472,8 +480,9 @@ def test_wap_on_a_branch_partition_publishes_into_that_branch(local_backend: Any
         instance=instance, definitions=definitions, resources={"lakehouse": resource_for(local_backend)}
     ) as context:
         data = merge_sensor.evaluate_tick(context)
-    (event,) = data.asset_events
+    event, check = data.asset_events
     assert event.partition == "dev" and event.metadata["lakehouse/branch"].value == "dev"
+    assert isinstance(check, dg.AssetCheckEvaluation) and check.passed and check.partition == "dev"
     assert store.read("taxi.per_branch", ref="dev")["written_for"].to_list() == ["dev"]
 
 

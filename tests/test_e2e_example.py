@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from e2e_support import REPO, DagsterDev, _alive, descendants, start_dagster_dev
+from e2e_support import REPO, DagsterDev, _alive, descendants, start_dagster_dev, wait_until
 
 from dagster_lakehouse import Lakehouse
 
@@ -60,6 +60,37 @@ def test_materialize_on_a_branch_then_merge_into_main(dagster_dev: DagsterDev) -
         assert lh.log("main")[0].kind == "merge"
 
 
+def test_branches_become_partitions_and_a_branch_partition_runs_on_its_branch(dagster_dev: DagsterDev) -> None:
+    with Lakehouse.local(dagster_dev.lakehouse_path) as lh:
+        lh.create_branch("report-branch", exist_ok=True)
+    summary = ["taxi", "borough_summary"]
+    wait_until(lambda: "report-branch" in dagster_dev.partition_keys(summary), 120, "branch_sync_sensor to add the partition")
+    run_id = dagster_dev.launch("taxi_job", {"lakehouse/branch": "report-branch"})
+    assert dagster_dev.wait_for_run(run_id) == "SUCCESS"
+    run_id = dagster_dev.launch("__ASSET_JOB", {"dagster/partition": "report-branch"}, asset_selection=[summary])
+    assert dagster_dev.wait_for_run(run_id) == "SUCCESS", dagster_dev.log_path.read_text()[-3000:]
+    with Lakehouse.local(dagster_dev.lakehouse_path) as lh:
+        boroughs = lh.read("taxi.borough_summary", ref="report-branch")
+        assert boroughs.height == 5
+        assert "taxi.borough_summary" not in lh.tables("main")
+
+
+def test_write_audit_publish_is_merged_by_the_sensor_daemon(dagster_dev: DagsterDev) -> None:
+    run_id = dagster_dev.launch("publish_taxi_job", {})
+    assert dagster_dev.wait_for_run(run_id) == "SUCCESS", dagster_dev.log_path.read_text()[-3000:]
+
+    def merged() -> bool:
+        return dagster_dev.run_tags(run_id).get("lakehouse/merge") == "merged"
+
+    wait_until(merged, 180, "merge_sensor to publish the run")
+    with Lakehouse.local(dagster_dev.lakehouse_path) as lh:
+        assert f"wap/{run_id}" not in lh.branches()
+        merge = next(c for c in lh.log("main") if c.kind == "merge" and c.run_id == run_id)
+        assert sorted(merge.tables) == MODELS
+        summary = lh.table("taxi.stats_by_taxi_zones", "main").current_snapshot().summary
+        assert summary["dagster.run-id"] == run_id
+
+
 def test_browser_shows_the_lineage(dagster_dev: DagsterDev) -> None:
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
@@ -82,6 +113,7 @@ def test_browser_shows_the_lineage(dagster_dev: DagsterDev) -> None:
                 pass
             for name in ("trips", "zones", "trips_and_zones", "stats_by_taxi_zones"):
                 expect(page.get_by_text(name, exact=True).first).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("Loading...")).to_have_count(0, timeout=60_000)
             edges = page.locator("svg path[stroke]")
             assert edges.count() >= 3
             page.screenshot(path=str(ARTIFACTS / "asset-lineage.png"))

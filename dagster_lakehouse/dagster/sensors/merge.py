@@ -132,7 +132,7 @@ class MergeOutcome:
     source: str | None = None
     target: str | None = None
     merge: MergeResult | None = None
-    events: list[dg.AssetMaterialization | dg.AssetObservation] = field(default_factory=list)
+    events: list[dg.AssetMaterialization | dg.AssetObservation | dg.AssetCheckEvaluation] = field(default_factory=list)
 
 
 def lineage(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[dg.DagsterRun]:
@@ -295,8 +295,9 @@ def _merge_materializations(
     run_id: str,
     sensor_name: str,
 ) -> list[dg.AssetMaterialization | dg.AssetObservation]:
-    """One materialization on the target per asset (partition) of the run whose table the merge took."""
-    events: list[dg.AssetMaterialization | dg.AssetObservation] = []
+    """One materialization on the target per asset (partition) of the run whose table the merge took, followed by
+    the run's check evaluations of that asset, so the UI shows the published version as audited."""
+    events: list[dg.AssetMaterialization | dg.AssetObservation | dg.AssetCheckEvaluation] = []
     merged = set(result.tables)
     for (key, partition), table in sorted(audit.tables().items(), key=lambda item: _label(*item[0])):
         if table not in merged:
@@ -325,7 +326,32 @@ def _merge_materializations(
                 tags=tags,
             )
         )
+        events.extend(_republished_checks(audit, key, partition, source, run_id))
     return events
+
+
+def _republished_checks(
+    audit: RunAudit, key: dg.AssetKey, partition: str | None, source: str, run_id: str
+) -> list[dg.AssetCheckEvaluation]:
+    """The run's (passed) evaluations of `key`'s checks, restated for the version the merge published."""
+    return [
+        dg.AssetCheckEvaluation(
+            asset_key=key,
+            check_name=check_key.name,
+            passed=evaluation.passed,
+            metadata={
+                **evaluation.metadata,
+                "lakehouse/audited_on": dg.MetadataValue.text(source),
+                "lakehouse/run_id": dg.MetadataValue.text(run_id),
+            },
+            severity=evaluation.severity,
+            description=evaluation.description,
+            blocking=evaluation.blocking,
+            partition=evaluation.partition,
+        )
+        for (check_key, check_partition), evaluation in sorted(audit.evaluations.items(), key=lambda i: i[0][0].name)
+        if check_key.asset_key == key and check_partition == partition
+    ]
 
 
 def _conflict_observations(
@@ -401,7 +427,7 @@ def build_merge_sensor(
             )
         if not runs:
             return dg.SkipReason(f"no finished run waits to be merged (run tag {MERGE_TAG}={MERGE_PENDING})")
-        events: list[dg.AssetMaterialization | dg.AssetObservation] = []
+        events: list[dg.AssetMaterialization | dg.AssetObservation | dg.AssetCheckEvaluation] = []
         summary: list[str] = []
         for run in runs:
             try:
