@@ -15,6 +15,7 @@ from test_dagster_support import (  # noqa: F401  (fresh_lakehouse_cache is an a
     io_manager_for,
     materialization,
     materialize,
+    resource_for,
     seed_trips,
 )
 
@@ -339,3 +340,23 @@ def test_bad_write_mode(local_backend: Any) -> None:
 
     text = failure_text(materialize([merged], local_backend, tags={"lakehouse/branch": "dev"}))
     assert "asset 'merged'" in text and "'upsert'" in text and "replace, append" in text
+
+
+def test_io_manager_works_with_dagster_test_contexts_outside_a_run(local_backend: Any) -> None:
+    """Users unit-test assets with dg.build_input_context / build_output_context: no run, no step."""
+    resource = resource_for(local_backend, branch="dev")
+    io_manager = LakehouseIOManager(lakehouse=resource)
+    store = resource.get_lakehouse()
+    store.create_branch("dev")
+    store.write("taxi.trips", pl.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]}), branch="dev")
+
+    loaded = io_manager.load_input(
+        dg.build_input_context(asset_key=dg.AssetKey(["taxi", "trips"]), definition_metadata={"columns": ["a"], "filter": "a >= 2"})
+    )
+    assert loaded.to_dict(as_series=False) == {"a": [2, 3]}
+
+    io_manager.handle_output(dg.build_output_context(asset_key=dg.AssetKey(["taxi", "out"])), pl.DataFrame({"c": [7]}))
+    assert store.read("taxi.out", ref="dev")["c"].to_list() == [7]
+    assert "taxi.out" not in store.tables("main")
+    with pytest.raises(Exception, match=r"input from 'taxi/missing'.*taxi.missing"):
+        io_manager.load_input(dg.build_input_context(asset_key=dg.AssetKey(["taxi", "missing"])))

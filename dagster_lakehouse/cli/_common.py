@@ -101,7 +101,7 @@ def print_rows(headers: Sequence[str], rows: Iterable[Sequence[Any]], indent: st
     table = [[str(h) for h in headers], *[["-" if v is None else str(v) for v in row] for row in rows]]
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
     for row in table:
-        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths)] + [row[-1]]
+        cells = [cell.ljust(width) for cell, width in zip(row[:-1], widths[:-1], strict=True)] + [row[-1]]
         print(indent + "  ".join(cells).rstrip())
 
 

@@ -162,7 +162,9 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
         self, context: dg.InputContext, table: str, branch: str, upstream_metadata: Mapping[str, Any], where: str
     ) -> Scope | None:
         """Rows of the partitions this run reads from a partitioned parent; None for unpartitioned runs."""
-        step = context.step_context
+        step = _optional(lambda: context.step_context)
+        if step is None:  # built with dg.build_input_context, outside a run
+            return None
         if not (step.has_partitions and context.has_asset_partitions):
             return None
         if not data_dimensions(step.entity_partitions_def):
@@ -196,8 +198,11 @@ def _columns(value: Any, where: str) -> list[str] | None:
 
 def _reader_for(context: dg.InputContext, where: str) -> str:
     """The Lakehouse read method that returns what the input's type annotation asks for."""
-    wanted = context.dagster_type.typing_type
-    if wanted in (typing.Any, object, None) or context.dagster_type.is_any:
+    dagster_type = _optional(lambda: context.dagster_type)
+    if dagster_type is None or dagster_type.is_any:
+        return "read"
+    wanted = dagster_type.typing_type
+    if wanted in (typing.Any, object, None):
         return "read"
     for kind, reader in _READERS.items():
         if wanted is kind:
@@ -208,16 +213,25 @@ def _reader_for(context: dg.InputContext, where: str) -> str:
 
 
 def _consumer(context: dg.InputContext) -> str:
-    """'asset <key> input <name>' for error messages."""
-    try:
-        assets_def = context.step_context.assets_def
-    except dg.DagsterInvariantViolationError:
-        assets_def = None
+    """'asset <key> input <name> from <parent>' for error messages (less when built outside a run)."""
+    step = _optional(lambda: context.step_context)
+    assets_def = step.assets_def if step is not None else None
     if assets_def is not None and len(assets_def.keys) == 1:
-        owner = f"asset {next(iter(assets_def.keys)).to_user_string()!r}"
+        owner = f"asset {next(iter(assets_def.keys)).to_user_string()!r} "
     else:
-        owner = f"op {context.op_def.name!r}"
-    return f"{owner} input {context.name!r} from {context.asset_key.to_user_string()!r}"
+        op_def = _optional(lambda: context.op_def)
+        owner = f"op {op_def.name!r} " if op_def is not None else ""
+    name = _optional(lambda: context.name)
+    label = f"{owner}input {name!r}" if name else f"{owner}input"
+    return f"{label} from {context.asset_key.to_user_string()!r}"
+
+
+def _optional(get: typing.Callable[[], typing.Any]) -> typing.Any:
+    """A context property, or None when the context was built without it (e.g. `dg.build_input_context`)."""
+    try:
+        return get()
+    except dg.DagsterInvariantViolationError:
+        return None
 
 
 def _partition_label(key_range: dg.PartitionKeyRange) -> str:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
 
 from dagster_lakehouse.lakehouse.errors import SchemaMismatch
 
-DataLike = Union[pl.DataFrame, pl.LazyFrame, pa.Table, pa.RecordBatchReader]
+DataLike = pl.DataFrame | pl.LazyFrame | pa.Table | pa.RecordBatchReader
 
 
 def to_arrow(data: Any, *, context: str = "") -> pa.Table:
