@@ -219,6 +219,34 @@ def test_partitioned_parent_reads_only_the_partition(backend: Any, lakehouse: La
     assert seen["overall"] == 9
 
 
+def test_partitioned_asset_reads_only_its_rows_of_an_unpartitioned_raw_table(local_backend: Any) -> None:
+    """An incremental daily model over a raw table: input metadata names the raw table's partition column."""
+    lakehouse = _lakehouse(local_backend)
+    days = [datetime(2024, 1, d, h) for d in (1, 2, 3) for h in (1, 13)]
+    lakehouse.write("raw.events", pl.DataFrame({"ts": days, "n": range(6)}), allow_main=True)
+    spec = dg.AssetSpec(key=["raw", "events"], metadata={"lakehouse/table": "raw.events"})
+    seen: dict[str, list[int]] = {}
+
+    @dg.asset(
+        partitions_def=DAILY,
+        metadata={"lakehouse/partition_column": "ts"},
+        ins={"events": dg.AssetIn(key=spec.key, metadata={"lakehouse/partition_column": "ts"})},
+    )
+    def daily_events(context: dg.AssetExecutionContext, events: pl.DataFrame) -> pl.DataFrame:
+        seen[context.partition_key] = sorted(events["n"])
+        return events
+
+    @dg.asset(ins={"events": dg.AssetIn(key=spec.key)})
+    def all_events(events: pl.DataFrame) -> pl.DataFrame:
+        seen["all"] = sorted(events["n"])
+        return events
+
+    assert materialize([spec, daily_events], local_backend, tags=DEV, partition_key="2024-01-02").success
+    assert materialize([spec, all_events], local_backend, tags=DEV).success
+    assert seen == {"2024-01-02": [2, 3], "all": [0, 1, 2, 3, 4, 5]}
+    assert lakehouse.read("public.daily_events", ref="dev")["n"].to_list() == [2, 3]
+
+
 def test_partition_filter_combines_with_the_input_filter(local_backend: Any) -> None:
     seen: dict[str, Any] = {}
 

@@ -8,14 +8,34 @@ import dagster as dg
 import polars as pl
 import pytest
 
+import dagster_lakehouse.dagster as layer
 from dagster_lakehouse import Lakehouse
 from dagster_lakehouse.notebook import load_notebook_assets
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 
-layer = pytest.importorskip("dagster_lakehouse.dagster")
-if not hasattr(layer, "LakehouseIOManager"):
-    pytest.skip("dagster_lakehouse.dagster does not export LakehouseIOManager yet", allow_module_level=True)
+DAILY_NOTEBOOK = """\
+import marimo
+
+app = marimo.App()
+
+with app.setup:
+    import dagster as dg
+    import polars as pl
+
+    from dagster_lakehouse import Input, model
+
+
+@app.function
+@model(
+    inputs={"events": Input("raw.events", columns=["ts", "n"], partition_column="ts")},
+    partitions=dg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-01-05"),
+    partition_column="ts",
+)
+def daily_totals(events: pl.DataFrame) -> pl.DataFrame:
+    \"\"\"Each day's events: a partitioned model over an unpartitioned raw table.\"\"\"
+    return events.group_by(pl.col("ts").dt.truncate("1d")).agg(total=pl.col("n").sum())
+"""
 
 
 @pytest.fixture
@@ -63,3 +83,22 @@ def test_append_materialization_appends(seeded):
     assert lakehouse.read("taxi.borough_fares", ref="dev").height == 4  # append
 
 
+
+
+def test_partitioned_model_reads_only_its_partition_of_a_raw_table(tmp_path):
+    import datetime as dt
+
+    path = tmp_path / "lakehouse"
+    lakehouse = Lakehouse.local(path)
+    stamps = [dt.datetime(2024, 1, day, hour) for day in (1, 2, 3) for hour in (2, 20)]
+    lakehouse.write("raw.events", pl.DataFrame({"ts": stamps, "n": [1, 2, 10, 20, 100, 200]}), allow_main=True)
+    notebook = tmp_path / "daily.py"
+    notebook.write_text(DAILY_NOTEBOOK)
+    assets = load_notebook_assets(notebook)
+    io_manager = layer.LakehouseIOManager(lakehouse=layer.LakehouseResource(path=str(path), branch="dev"))
+
+    for day in ("2024-01-02", "2024-01-03"):
+        assert dg.materialize(assets, resources={"io_manager": io_manager}, partition_key=day).success
+
+    totals = Lakehouse.local(path).read("daily.daily_totals", ref="dev").sort("ts")
+    assert totals["total"].to_list() == [30, 300]

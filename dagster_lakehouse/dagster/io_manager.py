@@ -26,6 +26,8 @@ from dagster_lakehouse.dagster.tables import (
     COLUMNS_KEY,
     FILTER_KEY,
     MODE_KEY,
+    PARTITION_COLUMN_KEY,
+    PARTITION_EXPR_KEY,
     WRITE_MODES,
     metadata_value,
     table_name_for,
@@ -161,23 +163,31 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
     def _input_scope(
         self, context: dg.InputContext, table: str, branch: str, upstream_metadata: Mapping[str, Any], where: str
     ) -> Scope | None:
-        """Rows of the partitions this run reads from a partitioned parent; None for unpartitioned runs."""
+        """Rows this partitioned run reads: the parent's partitions, or, for an unpartitioned raw table whose input
+        metadata names a `lakehouse/partition_column`, the rows of the run's own partitions. None otherwise."""
         step = _optional(lambda: context.step_context)
-        if step is None:  # built with dg.build_input_context, outside a run
-            return None
-        if not (step.has_partitions and context.has_asset_partitions):
+        if step is None or not step.has_partitions:  # outside a run, or an unpartitioned run
             return None
         if not data_dimensions(step.entity_partitions_def):
             return None
-        partitions_def = context.asset_partitions_def
+        if context.has_asset_partitions:
+            partitions_def = context.asset_partitions_def
+            keys: Sequence[str] = context.asset_partition_keys
+            columns_metadata = upstream_metadata
+        elif metadata_value(context.definition_metadata, PARTITION_COLUMN_KEY, PARTITION_EXPR_KEY) is not None:
+            partitions_def = step.entity_partitions_def
+            keys = partitions_def.get_partition_keys_in_range(step.partition_key_range)
+            columns_metadata = context.definition_metadata
+        else:
+            return None
         if not data_dimensions(partitions_def):
             return None
-        columns = partition_columns(upstream_metadata, partitions_def, where)
+        columns = partition_columns(columns_metadata, partitions_def, where)
         schema = self.lakehouse.get_lakehouse().table(table, branch).schema()
         known = {field.name: field.field_type for field in schema.fields}
         return build_scope(
             partitions_def,
-            context.asset_partition_keys,
+            keys,
             columns,
             lambda c: iceberg_kind(known[c]) if c in known else _missing_column(c, known, where),
             where,

@@ -29,17 +29,26 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @dataclass(frozen=True)
 class Input:
-    """A lakehouse table a model parameter reads, with the columns and row filter pushed down."""
+    """A lakehouse table a model parameter reads, with the columns and row filter pushed down.
+
+    `partition_column`: for a partitioned model reading an unpartitioned raw table, the table's column that
+    holds the partition (e.g. `pickup_datetime` for daily partitions): the run then reads only its partition's rows.
+    """
 
     table: str
     columns: list[str] | None = None
     filter: str | None = None
+    partition_column: str | None = None
 
     def __post_init__(self) -> None:
         try:
             split_table_name(self.table)
         except InvalidTableName as exc:
             raise NotebookLoadError(f"Input({self.table!r}): {exc}") from None
+        if self.partition_column is not None and (not isinstance(self.partition_column, str) or not self.partition_column):
+            raise NotebookLoadError(
+                f"Input({self.table!r}): partition_column must be a column name, not {self.partition_column!r}"
+            )
         if self.columns is not None:
             if isinstance(self.columns, str) or not isinstance(self.columns, Sequence):
                 raise NotebookLoadError(
@@ -65,7 +74,8 @@ class Input:
                 ) from None
 
     def __hash__(self) -> int:
-        return hash((self.table, tuple(self.columns) if self.columns is not None else None, self.filter))
+        columns = tuple(self.columns) if self.columns is not None else None
+        return hash((self.table, columns, self.filter, self.partition_column))
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -75,6 +85,8 @@ class Input:
             metadata["columns"] = list(self.columns)
         if self.filter is not None:
             metadata["filter"] = self.filter
+        if self.partition_column is not None:
+            metadata["lakehouse/partition_column"] = self.partition_column
         return metadata
 
 
