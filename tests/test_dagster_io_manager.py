@@ -280,6 +280,7 @@ def test_missing_table_on_branch(local_backend: Any) -> None:
     assert "TableNotFound" in text
     assert "asset 'taxi/long_trips' input 'trips'" in text
     assert "table 'taxi.trips'" in text and "branch 'dev'" in text
+    assert "for a raw table, write 'taxi.trips' first" in text
 
 
 def test_unknown_column_in_input(local_backend: Any) -> None:

@@ -245,3 +245,45 @@ def test_local_default_and_env_configuration(tmp_path: Path, monkeypatch) -> Non
     assert (tmp_path / "elsewhere" / "catalog.db").exists()
     with Lakehouse.local(tmp_path / "elsewhere") as again:
         assert again.tables() == ["a.b"]
+
+
+def test_merging_into_a_child_keeps_the_branch_point_with_the_parent(lh: Lakehouse) -> None:
+    """Regression: a merge into another ref must not move the source's branch point with its own parent."""
+    lh.create_branch("feat")
+    lh.create_branch("dev", from_ref="feat")
+    lh.write("a.v", frame(1), branch="feat")
+    assert lh.merge("feat", into="dev").tables == ["a.v"]
+    assert lh.merge("feat", into="main").tables == ["a.v"]
+    assert xs(lh, "a.v", "main") == [1]
+    lh.write("a.v", frame(2), branch="dev")
+    assert lh.merge("dev", into="feat").tables == ["a.v"]
+    assert lh.merge("feat", into="main").tables == ["a.v"]
+    assert xs(lh, "a.v", "main") == [2]
+
+
+def test_refs_that_never_met_cannot_be_merged_directly(lh: Lakehouse) -> None:
+    lh.create_branch("left")
+    lh.create_branch("right")
+    lh.write("a.one", frame(9), branch="left")
+    before = catalog_rows(lh)
+    with pytest.raises(LakehouseError, match=r"'left' into 'right'.*no branch point in common.*merge 'left' into 'main' first"):
+        lh.merge("left", into="right")
+    assert catalog_rows(lh) == before
+    lh.merge("left", into="main")
+    assert lh.merge("main", into="right").tables == ["a.one"]
+
+
+def test_half_configured_connections_are_refused(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for var in ("LAKEHOUSE_CATALOG_URI", "LAKEHOUSE_WAREHOUSE", "LAKEHOUSE_PATH", "LAKEHOUSE_PROPERTIES"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(LakehouseError, match="catalog_uri was given but no warehouse"):
+        Lakehouse(catalog_uri="postgresql+psycopg://u@127.0.0.1:1/x")
+    monkeypatch.setenv("LAKEHOUSE_WAREHOUSE", "s3://bucket/wh")
+    with pytest.raises(LakehouseError, match="warehouse was given but no catalog_uri"):
+        Lakehouse()
+    monkeypatch.delenv("LAKEHOUSE_WAREHOUSE")
+    monkeypatch.setenv("LAKEHOUSE_PROPERTIES", "{not json")
+    with pytest.raises(LakehouseError, match="LAKEHOUSE_PROPERTIES is not valid JSON"):
+        Lakehouse()
+    assert not (tmp_path / ".lakehouse").exists()

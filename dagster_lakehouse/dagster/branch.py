@@ -6,6 +6,7 @@ branch `wap/<run_id>` instead, forked from that branch (its target); see `dagste
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -156,7 +157,8 @@ def is_wap_run(context: RunContext, default: bool = False) -> bool:
     return wap_enabled(tags, default)
 
 
-_INHERITED_WAP: dict[str, str | None] = {}
+_INHERITED_WAP: OrderedDict[str, str | None] = OrderedDict()
+_REMEMBERED_RUNS = 1024
 
 
 def _inherited_wap_tag(step: StepExecutionContext | None) -> str | None:
@@ -178,6 +180,8 @@ def _inherited_wap_tag(step: StepExecutionContext | None) -> str | None:
                 break
             parent_id = parent.parent_run_id
         _INHERITED_WAP[run_id] = value
+        while len(_INHERITED_WAP) > _REMEMBERED_RUNS:  # a long-lived code server sees many runs
+            _INHERITED_WAP.popitem(last=False)
     return _INHERITED_WAP[run_id]
 
 

@@ -156,8 +156,8 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
                 return getattr(lakehouse, reader)(table, ref=branch, columns=columns, filter=row_filter)
             except TableNotFound as exc:
                 raise TableNotFound(
-                    f"{exc}; materialize {context.asset_key.to_user_string()!r} on branch {branch!r} "
-                    "(or on 'main' before the branch was created)"
+                    f"{exc}; materialize {context.asset_key.to_user_string()!r} on branch {branch!r} (or on 'main' "
+                    f"before the branch was created), or, for a raw table, write {table!r} first (e.g. `lakehouse import`)"
                 ) from None
 
     def _input_scope(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from typing import Any
 
 import dagster as dg
@@ -36,7 +37,8 @@ __all__ = ["LakehouseResource", "clear_lakehouse_cache"]
 
 _CACHE: dict[tuple[Any, ...], Lakehouse] = {}
 _CACHE_LOCK = threading.Lock()
-_MARKED_RUNS: set[str] = set()
+_MARKED_RUNS: OrderedDict[str, None] = OrderedDict()
+_REMEMBERED_RUNS = 1024
 
 
 def clear_lakehouse_cache() -> None:
@@ -175,7 +177,9 @@ class LakehouseResource(dg.ConfigurableResource):
         with _CACHE_LOCK:
             if step.run_id in _MARKED_RUNS:
                 return
-            _MARKED_RUNS.add(step.run_id)
+            _MARKED_RUNS[step.run_id] = None
+            while len(_MARKED_RUNS) > _REMEMBERED_RUNS:  # a long-lived code server sees many runs
+                _MARKED_RUNS.popitem(last=False)
         new_tags = {
             MERGE_TAG: MERGE_PENDING,
             MERGE_REASON_TAG: "waiting for the merge sensor",

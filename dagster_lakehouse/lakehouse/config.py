@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dagster_lakehouse.lakehouse.errors import LakehouseError
+
 DEFAULT_PATH = ".lakehouse"
 
 
@@ -38,8 +40,14 @@ class LakehouseConfig:
         env = os.environ if environ is None else environ
         catalog_uri = catalog_uri or env.get("LAKEHOUSE_CATALOG_URI")
         warehouse = warehouse or env.get("LAKEHOUSE_WAREHOUSE")
-        local = cls.local(path or env.get("LAKEHOUSE_PATH") or DEFAULT_PATH) if not (catalog_uri and warehouse) else None
+        if bool(catalog_uri) != bool(warehouse):
+            given, missing = ("catalog_uri", "warehouse") if catalog_uri else ("warehouse", "catalog_uri")
+            raise LakehouseError(
+                f"a lakehouse {given} was given but no {missing}: set both (arguments, or LAKEHOUSE_CATALOG_URI "
+                "and LAKEHOUSE_WAREHOUSE), or neither for the local lakehouse under LAKEHOUSE_PATH/.lakehouse"
+            )
         merged = {**_env_properties(warehouse or "", env), **(properties or {})}
+        local = cls.local(path or env.get("LAKEHOUSE_PATH") or DEFAULT_PATH) if not (catalog_uri and warehouse) else None
         return cls(
             catalog_uri=catalog_uri or local.catalog_uri,  # type: ignore[union-attr]
             warehouse=warehouse or local.warehouse,  # type: ignore[union-attr]
@@ -50,7 +58,13 @@ class LakehouseConfig:
 def _env_properties(warehouse: str, env: os._Environ[str] | dict[str, str]) -> dict[str, str]:
     props: dict[str, str] = {}
     if raw := env.get("LAKEHOUSE_PROPERTIES"):
-        props.update(json.loads(raw))
+        try:
+            parsed = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise LakehouseError(f"LAKEHOUSE_PROPERTIES is not valid JSON ({exc}): expected an object of strings") from None
+        if not isinstance(parsed, dict):
+            raise LakehouseError("LAKEHOUSE_PROPERTIES must be a JSON object, e.g. {\"s3.region\": \"eu-west-1\"}")
+        props.update(parsed)
     if warehouse.startswith(("s3://", "s3a://")):
         pairs = {
             "s3.endpoint": env.get("LAKEHOUSE_S3_ENDPOINT") or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL"),

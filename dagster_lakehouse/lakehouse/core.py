@@ -222,6 +222,7 @@ class Lakehouse:
                 )
             )
             refstore.insert_ref(conn, name, kind, from_ref, fork_seq, base)
+            refstore.set_merge_base(conn, name, from_ref, base)
             refstore.add_commit(conn, name, "create", f"{kind} '{name}' created from '{from_ref}'", sorted(base))
             return self._get_ref(conn, name)
 
@@ -243,6 +244,7 @@ class Lakehouse:
             conn.execute(delete(IcebergTables).where(IcebergTables.catalog_name == name))
             conn.execute(delete(IcebergNamespaceProperties).where(IcebergNamespaceProperties.catalog_name == name))
             refstore.delete_ref(conn, name)
+            refstore.forget_merge_bases(conn, name)
         with self._lock:
             self._catalogs.pop(name, None)
 
@@ -310,7 +312,7 @@ class Lakehouse:
         """
         namespace, _ = split_table_name(name)
         if mode not in ("replace", "append"):
-            raise ValueError(f"write mode must be 'replace' or 'append', not {mode!r}")
+            raise ValueError(f"table '{name}' on branch '{branch}': write mode must be 'replace' or 'append', not {mode!r}")
         with self.engine.connect() as conn:
             self._check_writable(conn, branch, allow_main)
         context = f"table '{name}' on branch '{branch}': "
@@ -513,14 +515,20 @@ class Lakehouse:
             if dst.is_tag:
                 raise ProtectedBranchError(f"'{into}' is a tag; tags are immutable")
             source_state, target_state = self._state(conn, source), self._state(conn, into)
-            base_owner = dst if dst.parent == source and src.parent != into else src
-            plan = plan_merge(base_owner.base, source_state, target_state)
+            base = refstore.get_merge_base(conn, source, into)
+            if base is None:
+                raise LakehouseError(
+                    f"cannot merge '{source}' into '{into}': they have no branch point in common "
+                    f"('{source}' was forked from '{src.parent}', '{into}' from '{dst.parent}'); "
+                    f"merge '{source}' into '{src.parent}' first, then '{src.parent}' into '{into}'"
+                )
+            plan = plan_merge(base, source_state, target_state)
             if plan.conflicts:
                 raise MergeConflict(source, into, plan.conflicts)
             for table, location in plan.changes.items():
                 self._apply_change(conn, into, table, target_state.get(table), location, source)
             self._merge_namespaces(conn, source, into)
-            refstore.set_base(conn, base_owner.name, source_state)
+            refstore.set_merge_base(conn, source, into, source_state)
             commit_id = None
             if plan.changes:
                 snapshots = {t: _snapshot_of(self.catalog(source), t) if loc else None for t, loc in plan.changes.items()}
@@ -533,7 +541,7 @@ class Lakehouse:
                     snapshots,
                     run_id,
                 )
-        fast_forward = all(base_owner.base.get(t) == target_state.get(t) for t in target_state)
+        fast_forward = all(base.get(t) == target_state.get(t) for t in set(base) | set(target_state))
         return MergeResult(
             source=source,
             target=into,

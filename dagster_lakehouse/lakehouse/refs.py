@@ -49,6 +49,16 @@ commits_table = Table(
 )
 
 
+merge_bases_table = Table(
+    "lakehouse_merge_bases",
+    metadata,
+    Column("first", String(255), primary_key=True),
+    Column("second", String(255), primary_key=True),
+    Column("base", Text, nullable=False),
+)
+"""The common ancestor state of two refs (`first` < `second`): set at a fork, moved by every merge between them."""
+
+
 @dataclass(frozen=True)
 class Ref:
     """A branch or tag: its parent ref, where it forked, and its branch point for three-way merges."""
@@ -106,11 +116,13 @@ def _commit_from_row(row) -> Commit:
 
 
 def get_ref(conn: Connection, name: str) -> Ref | None:
+    """The ref called `name`, or None."""
     row = conn.execute(select(refs_table).where(refs_table.c.name == name)).first()
     return _ref_from_row(row) if row else None
 
 
 def list_refs(conn: Connection, kind: str | None = None) -> list[Ref]:
+    """All refs (or those of one kind), by name."""
     query = select(refs_table).order_by(refs_table.c.name)
     if kind:
         query = query.where(refs_table.c.kind == kind)
@@ -120,6 +132,7 @@ def list_refs(conn: Connection, kind: str | None = None) -> list[Ref]:
 def insert_ref(
     conn: Connection, name: str, kind: str, parent: str | None, fork_seq: int | None, base: dict[str, str]
 ) -> None:
+    """Record a new branch or tag forked from `parent` in state `base`."""
     conn.execute(
         insert(refs_table).values(
             name=name,
@@ -132,15 +145,44 @@ def insert_ref(
     )
 
 
-def set_base(conn: Connection, name: str, base: dict[str, str]) -> None:
-    conn.execute(refs_table.update().where(refs_table.c.name == name).values(base=json.dumps(base, sort_keys=True)))
+def _pair(a: str, b: str) -> tuple[str, str]:
+    return (a, b) if a < b else (b, a)
+
+
+def get_merge_base(conn: Connection, a: str, b: str) -> dict[str, str] | None:
+    """The state both refs last agreed on (their fork, or their latest merge); None if they never met."""
+    first, second = _pair(a, b)
+    row = conn.execute(
+        select(merge_bases_table.c.base).where(
+            merge_bases_table.c.first == first, merge_bases_table.c.second == second
+        )
+    ).first()
+    return json.loads(row.base) if row else None
+
+
+def set_merge_base(conn: Connection, a: str, b: str, base: dict[str, str]) -> None:
+    """Record `base` as the common ancestor of refs `a` and `b`."""
+    first, second = _pair(a, b)
+    where = (merge_bases_table.c.first == first) & (merge_bases_table.c.second == second)
+    encoded = json.dumps(base, sort_keys=True)
+    if conn.execute(merge_bases_table.update().where(where).values(base=encoded)).rowcount == 0:
+        conn.execute(insert(merge_bases_table).values(first=first, second=second, base=encoded))
+
+
+def forget_merge_bases(conn: Connection, name: str) -> None:
+    """Drop the merge bases of a deleted ref."""
+    conn.execute(
+        merge_bases_table.delete().where((merge_bases_table.c.first == name) | (merge_bases_table.c.second == name))
+    )
 
 
 def delete_ref(conn: Connection, name: str) -> None:
+    """Forget a ref (its catalog rows are removed by the caller)."""
     conn.execute(refs_table.delete().where(refs_table.c.name == name))
 
 
 def last_seq(conn: Connection) -> int:
+    """The sequence number of the newest commit (0 when there is none)."""
     value = conn.execute(select(commits_table.c.seq).order_by(commits_table.c.seq.desc()).limit(1)).scalar()
     return int(value or 0)
 
@@ -154,6 +196,7 @@ def add_commit(
     snapshots: dict[str, int | None] | None = None,
     run_id: str | None = None,
 ) -> str:
+    """Append a commit to `ref`'s log and return its id."""
     commit_id = uuid.uuid4().hex
     conn.execute(
         insert(commits_table).values(
@@ -171,6 +214,7 @@ def add_commit(
 
 
 def commits_of(conn: Connection, ref: str, up_to_seq: int | None = None) -> list[Commit]:
+    """`ref`'s own commits, newest first, optionally only those up to sequence number `up_to_seq`."""
     query = select(commits_table).where(commits_table.c.ref == ref)
     if up_to_seq is not None:
         query = query.where(commits_table.c.seq <= up_to_seq)
