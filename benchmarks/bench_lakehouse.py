@@ -409,9 +409,14 @@ def io_manager_reader(
     )
     try:
         io_manager.load_input(context)
-        return "LakehouseIOManager.load_input", lambda: io_manager.load_input(context)
     except Exception as exc:  # noqa: BLE001 - say why, then try inside a real run
         first = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    else:
+        report.notes.append(
+            "read: LakehouseIOManager.load_input is timed directly on dagster.build_input_context(...) "
+            "(no Dagster run; only the load_input call)"
+        )
+        return "LakehouseIOManager.load_input (build_input_context)", lambda: io_manager.load_input(context)
 
     last: dict[str, tuple[float, Any]] = {}
 

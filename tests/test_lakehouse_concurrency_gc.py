@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import polars as pl
 import pytest
+from pyiceberg.io import load_file_io
 
 from dagster_lakehouse.lakehouse import Lakehouse
 from dagster_lakehouse.lakehouse.gc import list_warehouse
@@ -74,6 +75,8 @@ def test_gc_removes_what_no_branch_or_tag_reaches(lakehouse: Lakehouse) -> None:
     tagged = _data_files(lh, "g.tagged", "tmp")
     lh.delete_branch("tmp")
 
+    stray = f"{lh.config.warehouse.rstrip('/')}/README.txt"  # not a table file: gc must never touch it
+    load_file_io(lh.config.properties, stray).new_output(stray).create().write(b"shared prefix")
     assert lh.gc() == []  # fresh files are younger than the default grace period
     would = lh.gc(older_than=timedelta(0), dry_run=True)
     assert gone <= set(would) and gone <= _files(lh)
@@ -83,6 +86,7 @@ def test_gc_removes_what_no_branch_or_tag_reaches(lakehouse: Lakehouse) -> None:
     assert tagged <= _files(lh)
     assert lh.read("g.tagged", ref="keep-me")["x"].to_list() == [2]
     assert all("/g/gone/" in uri for uri in deleted)
+    assert stray in _files(lh)
 
 
 @pytest.mark.parametrize("mode", ["replace", "append"])

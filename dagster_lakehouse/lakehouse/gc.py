@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
@@ -46,6 +47,10 @@ def reachable_files(properties: dict[str, str], metadata_locations: Iterable[str
     return reached
 
 
+_TABLE_FILE = re.compile(r"^[^/]+/[^/]+/(data|metadata)/")
+"""Relative paths the lakehouse writes: `<namespace>/<table>/data|metadata/...`; nothing else is ever swept."""
+
+
 def list_warehouse(properties: dict[str, str], warehouse: str) -> list[tuple[str, float]]:
     """All files under the warehouse with their modification times (seconds since the epoch)."""
     io = load_file_io(properties, warehouse)
@@ -72,7 +77,12 @@ def collect_garbage(
     locations = [loc for row in rows for loc in (row[1], row[2]) if loc]
     reached = reachable_files(properties, locations)
     cutoff = time.time() - older_than.total_seconds()
-    garbage = [uri for uri, mtime in list_warehouse(properties, lakehouse.config.warehouse) if _key(uri) not in reached and mtime <= cutoff]
+    root = _key(lakehouse.config.warehouse).rstrip("/") + "/"
+    garbage = [
+        uri
+        for uri, mtime in list_warehouse(properties, lakehouse.config.warehouse)
+        if _key(uri) not in reached and mtime <= cutoff and _TABLE_FILE.match(_key(uri).removeprefix(root))
+    ]
     if not dry_run:
         io = load_file_io(properties, lakehouse.config.warehouse)
         for uri in garbage:
