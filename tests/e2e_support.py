@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 REPO = Path(__file__).resolve().parent.parent
 LOCATION = "example_project.definitions"
@@ -33,6 +33,7 @@ class DagsterDev:
     port: int
     lakehouse_path: Path
     log_path: Path
+    log_file: IO[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -114,6 +115,8 @@ class DagsterDev:
             time.sleep(0.2)
         for pid in family:
             _kill(pid, signal.SIGKILL)
+        if self.log_file is not None and not self.log_file.closed:
+            self.log_file.close()
 
 
 def descendants(root: int) -> list[int]:
@@ -176,18 +179,23 @@ def start_dagster_dev(root: Path, trips: int = 20_000, timeout: float = 180) -> 
     port = free_port()
     log_path = root / "dagster-dev.log"
     log = log_path.open("wb")
-    process = subprocess.Popen(
-        [str(bin_dir / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    server = DagsterDev(process, port, lakehouse_path, log_path)
+    try:
+        process = subprocess.Popen(
+            [str(bin_dir / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except BaseException:
+        log.close()
+        raise
+    server = DagsterDev(process, port, lakehouse_path, log_path, log)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
+            server.stop()  # reaps what it left behind and closes the log
             raise AssertionError(f"dagster dev exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
         try:
             nodes = server.graphql("{ repositoriesOrError { ... on RepositoryConnection { nodes { name } } } }")

@@ -313,6 +313,7 @@ def test_unparsable_filter(local_backend: Any) -> None:
     text = failure_text(materialize([TRIPS_SPEC, broken], local_backend, tags={"lakehouse/branch": "dev"}))
     assert "InvalidFilter" in text
     assert "asset 'broken' input 'trips'" in text and "branch 'dev'" in text and "trip_miles >>> 2" in text
+    assert "'taxi.trips'" in text
 
 
 def test_unsupported_input_annotation(local_backend: Any) -> None:

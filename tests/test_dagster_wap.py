@@ -1,6 +1,7 @@
 """Write-audit-publish: WAP runs write only their own branch; `merge_sensor` publishes them when every check passed."""
 
 import hashlib
+import logging
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -103,13 +104,29 @@ def _run(
     )
 
 
+class _Records(logging.Handler):
+    """Collects the log records of the sensor's `context.log` (what the UI shows as the tick's logs)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 def _tick(
-    instance: dg.DagsterInstance, backend: Any, sensor: dg.SensorDefinition = merge_sensor
+    instance: dg.DagsterInstance,
+    backend: Any,
+    sensor: dg.SensorDefinition = merge_sensor,
+    log: _Records | None = None,
 ) -> dg.SensorResult | Any:
     """Evaluate the merge sensor once and record its asset events in the instance, as the daemon does."""
     resources = {"lakehouse": resource_for(backend)}
     definitions = dg.Definitions(assets=ASSETS, asset_checks=CHECKS, sensors=[sensor], resources=_resources(backend))
     with dg.build_sensor_context(instance=instance, definitions=definitions, resources=resources) as context:
+        if log is not None:
+            context.log.addHandler(log)
         data = sensor.evaluate_tick(context)
     for event in data.asset_events:
         instance.report_runless_asset_event(event)
@@ -325,9 +342,17 @@ def test_conflict_is_reported_and_keeps_both_branches(local_backend: Any, instan
     main_before = fingerprint(store)
     branch_before = fingerprint(store, branch)
 
-    data = _tick(instance, local_backend)
+    log = _Records()
+    data = _tick(instance, local_backend, log=log)
 
     assert fingerprint(store) == main_before and fingerprint(store, branch) == branch_before
+    # the tick says what happened to the run, and its log warns naming the branch and the conflicting table
+    assert data.skip_message == f"run {result.run_id}: conflict"
+    warnings = [r.getMessage() for r in log.records if r.levelno == logging.WARNING]
+    conflict_logs = [m for m in warnings if result.run_id in m and "conflict" in m]
+    assert conflict_logs, f"no conflict warning in the sensor log: {[r.getMessage() for r in log.records]}"
+    assert "taxi.long_trips" in conflict_logs[0] and repr(branch) in conflict_logs[0]
+    assert "both branches kept" in conflict_logs[0]
     tags = _tags(instance, result.run_id)
     assert tags[MERGE_TAG] == "conflict"
     assert "taxi.long_trips" in tags[MERGE_REASON_TAG] and branch in tags[MERGE_REASON_TAG]

@@ -25,6 +25,7 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory):
         started = descendants(server.process.pid)
         server.stop()
     assert server.process.poll() is not None
+    assert server.log_file is not None and server.log_file.closed
     assert not [pid for pid in started if _alive(pid)], "dagster dev left processes behind"
 
 
@@ -114,9 +115,68 @@ def test_browser_shows_the_lineage(dagster_dev: DagsterDev) -> None:
             for name in ("trips", "zones", "trips_and_zones", "stats_by_taxi_zones"):
                 expect(page.get_by_text(name, exact=True).first).to_be_visible(timeout=60_000)
             expect(page.get_by_text("Loading...")).to_have_count(0, timeout=60_000)
-            edges = page.locator("svg path[stroke]")
-            assert edges.count() >= 3
+            expect(page.locator("svg foreignObject [data-tooltip='trips_and_zones']")).to_be_visible(timeout=60_000)
+            graph = page.evaluate(_LINEAGE_GEOMETRY_JS, LINEAGE_NODES)
             page.screenshot(path=str(ARTIFACTS / "asset-lineage.png"))
         finally:
             browser.close()
     assert (ARTIFACTS / "asset-lineage.png").stat().st_size > 10_000
+
+    boxes = graph["boxes"]
+    assert set(boxes) == set(LINEAGE_NODES), f"asset nodes not drawn in the lineage graph: {boxes}"
+    # laid out left to right: raw tables, then the join, then the stats
+    for raw in ("trips", "zones"):
+        assert boxes[raw]["right"] <= boxes["trips_and_zones"]["left"], boxes
+    assert boxes["trips_and_zones"]["right"] <= boxes["stats_by_taxi_zones"]["left"], boxes
+    # each drawn edge runs from one node (its start) to another (its arrowhead): together exactly the lineage
+    drawn = {(_nearest_node(boxes, e["start"]), _nearest_node(boxes, e["end"])) for e in graph["edges"]}
+    assert drawn == LINEAGE_EDGES, f"edges drawn: {sorted(drawn)}; raw geometry: {graph}"
+
+
+LINEAGE_NODES = ["trips", "zones", "trips_and_zones", "stats_by_taxi_zones"]
+LINEAGE_EDGES = {("trips", "trips_and_zones"), ("zones", "trips_and_zones"), ("trips_and_zones", "stats_by_taxi_zones")}
+
+# Geometry of Dagster's asset lineage graph, in screen pixels: each asset node is an SVG <foreignObject> holding an
+# element with data-tooltip=<asset name>; each edge is an SVG <path> with an arrowhead (marker-end) in the same <svg>
+# (Dagster draws every edge twice, plain and highlighted, so edges are de-duplicated by their path data).
+_LINEAGE_GEOMETRY_JS = """
+(names) => {
+  const node = (name) => {
+    const label = document.querySelector(`svg foreignObject [data-tooltip="${name}"]`);
+    return label ? label.closest('foreignObject') : null;
+  };
+  const boxes = {};
+  let svg = null;
+  for (const name of names) {
+    const fo = node(name);
+    if (!fo) continue;
+    svg = fo.ownerSVGElement;
+    const r = fo.getBoundingClientRect();
+    boxes[name] = {left: r.left, right: r.right, top: r.top, bottom: r.bottom};
+  }
+  const edges = [];
+  const seen = new Set();
+  for (const path of svg ? svg.querySelectorAll('path[marker-end]') : []) {
+    const d = path.getAttribute('d');
+    if (seen.has(d)) continue;
+    seen.add(d);
+    const m = path.getScreenCTM();
+    const screen = (p) => ({x: p.x * m.a + p.y * m.c + m.e, y: p.x * m.b + p.y * m.d + m.f});
+    edges.push({start: screen(path.getPointAtLength(0)), end: screen(path.getPointAtLength(path.getTotalLength()))});
+  }
+  return {boxes, edges};
+}
+"""
+
+
+def _nearest_node(boxes: dict[str, dict[str, float]], point: dict[str, float], tolerance: float = 25.0) -> str:
+    """The node whose box is closest to `point` (an edge's end), which must be at most `tolerance` px away."""
+
+    def distance(box: dict[str, float]) -> float:
+        dx = max(box["left"] - point["x"], 0.0, point["x"] - box["right"])
+        dy = max(box["top"] - point["y"], 0.0, point["y"] - box["bottom"])
+        return (dx * dx + dy * dy) ** 0.5
+
+    name = min(boxes, key=lambda n: distance(boxes[n]))
+    assert distance(boxes[name]) <= tolerance, f"edge end {point} is near no node: {boxes}"
+    return name

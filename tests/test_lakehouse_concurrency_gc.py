@@ -76,7 +76,8 @@ def test_gc_removes_what_no_branch_or_tag_reaches(lakehouse: Lakehouse) -> None:
     lh.delete_branch("tmp")
 
     stray = f"{lh.config.warehouse.rstrip('/')}/README.txt"  # not a table file: gc must never touch it
-    load_file_io(lh.config.properties, stray).new_output(stray).create().write(b"shared prefix")
+    with load_file_io(lh.config.properties, stray).new_output(stray).create() as out:
+        out.write(b"shared prefix")
     assert lh.gc() == []  # fresh files are younger than the default grace period
     would = lh.gc(older_than=timedelta(0), dry_run=True)
     assert gone <= set(would) and gone <= _files(lh)

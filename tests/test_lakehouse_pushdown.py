@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from collections import Counter
 
 import polars as pl
@@ -93,9 +94,41 @@ def test_selective_filter_reads_fewer_files_and_bytes(lakehouse: Lakehouse, read
     assert full_files == 8 and some_files == 1
     assert some_bytes * 8 < full_bytes
 
-    reads.clear()
-    lazy = lakehouse.scan("taxi.trips", ref="dev", columns=["PULocationID"], filter="day = 3").collect()
-    assert lazy.height == 2000
+
+
+def _scanned_sources(plan: str) -> list[str]:
+    """Data files of the Parquet scan in a Polars plan: "Parquet SCAN [a.parquet, ... 7 other sources]"."""
+    match = re.search(r"Parquet SCAN \[([^\]]*)\]", plan)
+    assert match, f"no Parquet scan in the plan:\n{plan}"
+    listed = match.group(1)
+    more = re.search(r",? \.\.\. (\d+) other sources?$", listed)
+    shown = [p.strip() for p in listed[: more.start() if more else None].split(",") if p.strip()]
+    return shown + ["<not shown>"] * (int(more.group(1)) if more else 0)
+
+
+def test_scan_pushes_the_filter_and_columns_into_the_file_scan(lakehouse: Lakehouse) -> None:
+    lakehouse.create_branch("dev")
+    for day in range(8):
+        lakehouse.write("taxi.trips", sorted_trips(day), branch="dev", mode="append")
+    table = lakehouse.table("taxi.trips", "dev")
+    day3_files = [task.file.file_path for task in table.scan(row_filter="day = 3").plan_files()]
+    assert len(day3_files) == 1
+
+    full_plan = lakehouse.scan("taxi.trips", ref="dev").explain()
+    assert len(_scanned_sources(full_plan)) == 8, full_plan
+
+    lazy = lakehouse.scan("taxi.trips", ref="dev", columns=["PULocationID"], filter="day = 3")
+    plan = lazy.explain()
+    # the Iceberg file pruning happened before the Parquet scan: one file of eight, the one holding day 3
+    assert _scanned_sources(plan) == day3_files, plan
+    # the predicate is evaluated inside the scan (row-group statistics), not as a separate FILTER over its output
+    assert 'SELECTION: col("day") == 3' in plan and "FILTER" not in plan, plan
+    # only the selected column and the one the predicate needs are read
+    assert "PROJECT 2/4 COLUMNS" in plan, plan
+
+    out = lazy.collect()
+    assert out.columns == ["PULocationID"] and out.height == 2000
+    assert out.equals(sorted_trips(3).select("PULocationID"))
 
 
 def test_row_groups_that_cannot_match_are_skipped(lakehouse: Lakehouse, reads: Counter) -> None:

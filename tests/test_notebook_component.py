@@ -14,19 +14,12 @@ import pytest
 import yaml
 from dagster.components.testing import create_defs_folder_sandbox
 
+from dagster_lakehouse.dagster import LakehouseIOManager, LakehouseResource
 from dagster_lakehouse.notebook import NotebookComponent, NotebookLoadError
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 PROJECT = NOTEBOOKS / "dg_project"
 DG = Path(sys.executable).parent / "dg"
-
-
-def _dagster_layer():
-    """The lakehouse IO manager module, or a skip while it is not written yet."""
-    module = pytest.importorskip("dagster_lakehouse.dagster")
-    if not hasattr(module, "LakehouseIOManager") or not hasattr(module, "LakehouseResource"):
-        pytest.skip("dagster_lakehouse.dagster does not export LakehouseIOManager/LakehouseResource yet")
-    return module
 
 
 def test_path_is_a_file_or_a_glob_relative_to_the_defs_folder(tmp_path):
@@ -59,7 +52,6 @@ def test_fields_and_defaults():
 
 
 def test_build_defs_loads_the_notebooks_with_a_lakehouse_io_manager(tmp_path):
-    layer = _dagster_layer()
     with create_defs_folder_sandbox() as sandbox:
         folder = sandbox.defs_folder_path / "notebooks"
         folder.mkdir()
@@ -83,10 +75,11 @@ def test_build_defs_loads_the_notebooks_with_a_lakehouse_io_manager(tmp_path):
     }
     assert joined.group_names_by_key[joined.key] == "notebooks"
     io_manager = defs.resources["io_manager"]
-    assert isinstance(io_manager, layer.LakehouseIOManager)
-    assert isinstance(io_manager.lakehouse, layer.LakehouseResource)
+    assert isinstance(io_manager, LakehouseIOManager)
+    assert isinstance(io_manager.lakehouse, LakehouseResource)
     assert io_manager.lakehouse.branch == "dev"
     assert io_manager.lakehouse.path == str(tmp_path / "lh")
+    assert defs.resources["lakehouse"] == io_manager.lakehouse  # sensors take the resource `lakehouse`
 
 
 def _run_dg(*args: str, cwd: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -107,7 +100,6 @@ def test_dagster_lakehouse_exports_the_component():
     assert package.model is importlib.import_module("dagster_lakehouse.notebook").model
 
 
-@pytest.mark.skipif(not DG.exists(), reason="the dg command line is not installed")
 def test_dg_list_components_shows_the_notebook_component(tmp_path):
     project = tmp_path / "project"
     shutil.copytree(PROJECT, project)
@@ -116,9 +108,7 @@ def test_dg_list_components_shows_the_notebook_component(tmp_path):
     assert "dagster_lakehouse.NotebookComponent" in result.stdout
 
 
-@pytest.mark.skipif(not DG.exists(), reason="the dg command line is not installed")
 def test_dg_check_defs_on_a_sample_project(tmp_path):
-    _dagster_layer()
     project = tmp_path / "project"
     shutil.copytree(PROJECT, project)
     defs_yaml = project / "notebook_project" / "defs" / "rides" / "defs.yaml"
@@ -132,9 +122,7 @@ def test_dg_check_defs_on_a_sample_project(tmp_path):
     assert "km_per_city" in listed.stdout and "raw/rides" in listed.stdout
 
 
-@pytest.mark.skipif(not DG.exists(), reason="the dg command line is not installed")
 def test_dg_check_defs_reports_a_broken_notebook_with_file_and_line(tmp_path):
-    _dagster_layer()
     project = tmp_path / "project"
     shutil.copytree(PROJECT, project)
     notebook = project / "notebook_project" / "defs" / "rides" / "rides.py"

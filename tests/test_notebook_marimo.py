@@ -12,10 +12,12 @@ import polars as pl
 import pytest
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
+EXAMPLE_NOTEBOOK = Path(__file__).resolve().parent.parent / "example_project" / "notebooks" / "taxi.py"
 FIXTURES = [
     NOTEBOOKS / "taxi.py",
     NOTEBOOKS / "revenue.py",
     NOTEBOOKS / "dg_project" / "notebook_project" / "defs" / "rides" / "rides.py",
+    EXAMPLE_NOTEBOOK,
 ]
 MARIMO = Path(sys.executable).parent / "marimo"
 
@@ -27,7 +29,11 @@ def _import(path: Path, name: str):
     return module
 
 
-@pytest.mark.parametrize("notebook", FIXTURES, ids=lambda p: p.name)
+def _id(path: Path) -> str:
+    return "example/taxi.py" if path == EXAMPLE_NOTEBOOK else path.name
+
+
+@pytest.mark.parametrize("notebook", FIXTURES, ids=_id)
 def test_marimo_check_is_clean(notebook):
     result = subprocess.run(
         [str(MARIMO), "check", "--strict", str(notebook)], capture_output=True, text=True, timeout=120
@@ -37,7 +43,7 @@ def test_marimo_check_is_clean(notebook):
     assert "warning" not in result.stderr.lower() and "error" not in result.stderr.lower()
 
 
-@pytest.mark.parametrize("notebook", FIXTURES, ids=lambda p: p.name)
+@pytest.mark.parametrize("notebook", FIXTURES, ids=_id)
 def test_marimo_fix_keeps_the_model_decorators(notebook, tmp_path):
     """marimo rewrites notebooks it does not understand; ours (decorator below @app.function) stay as they are."""
     copy = tmp_path / notebook.name
@@ -80,3 +86,39 @@ def test_model_functions_are_the_plain_functions():
     assert notebook.borough_fares.__lakehouse_model__.materialization == "append"
     assert notebook.borough_fares(joined.lazy()).to_dicts() == [{"Borough": "Bronx", "fares": 9.0, "trips": 1}]
 
+
+
+def test_example_notebook_runs_on_a_seeded_lakehouse(tmp_path, monkeypatch):
+    """The example's cells read `taxi.trips`/`taxi.zones` from the lakehouse named by LAKEHOUSE_PATH."""
+    from dagster_lakehouse import Lakehouse
+    from example_project.seed import make_trips, make_zones, seed
+
+    path = tmp_path / "lakehouse"
+    with Lakehouse.local(path) as lakehouse:
+        assert seed(lakehouse, trips=2000)
+        lakehouse.create_branch("dev")
+    for var in ("LAKEHOUSE_CATALOG_URI", "LAKEHOUSE_WAREHOUSE", "LAKEHOUSE_PROPERTIES"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("LAKEHOUSE_PATH", str(path))
+
+    notebook = _import(EXAMPLE_NOTEBOOK, "example_taxi_marimo_run")
+    _, defs = notebook.app.run()
+
+    assert defs["branch"].value == "main"
+    assert set(defs["branch"].options) == {"main", "dev"}  # the dropdown lists the seeded lakehouse's branches
+    assert defs["trips"].height == 2000 and defs["zones"].height == 265
+    stats = defs["stats"]
+    # computed independently from the generator: trips with 0 < miles < 200, per pickup zone
+    expected = (
+        make_trips(2000)
+        .filter((pl.col("trip_miles") > 0) & (pl.col("trip_miles") < 200))
+        .join(make_zones(), left_on="PULocationID", right_on="LocationID")
+        .group_by("PULocationID")
+        .agg(trips=pl.len(), mean_fare=pl.col("base_passenger_fare").mean())
+    )
+    got = stats.select("PULocationID", "trips", "mean_fare").sort("PULocationID")
+    assert got["PULocationID"].to_list() == expected.sort("PULocationID")["PULocationID"].to_list()
+    assert got["trips"].to_list() == expected.sort("PULocationID")["trips"].to_list()
+    assert got["mean_fare"].to_list() == pytest.approx(expected.sort("PULocationID")["mean_fare"].to_list())
+    assert stats["Borough"].n_unique() == 5
+    assert stats["trips"].to_list() == sorted(stats["trips"].to_list(), reverse=True)

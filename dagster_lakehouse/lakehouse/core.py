@@ -490,12 +490,28 @@ class Lakehouse:
         table, selected, _, row_filter = self._scan_args(name, ref, columns, filter)
         if snapshot_id is None and table.current_snapshot() is None:
             return pl.from_arrow(table.scan(selected_fields=selected).to_arrow()).lazy()  # type: ignore[union-attr]
-        lazy = pl.scan_iceberg(table, snapshot_id=snapshot_id)
+        lazy = pl.scan_iceberg(table, snapshot_id=snapshot_id, storage_options=self._polars_storage_options())
         if not isinstance(row_filter, AlwaysTrue):
             lazy = lazy.filter(to_polars(row_filter))
         if selected != ("*",):
             lazy = lazy.select(list(selected))
         return lazy
+
+    def _polars_storage_options(self) -> dict[str, str] | None:
+        """The S3 settings of this lakehouse in Polars' terms, so `AWS_*` variables cannot redirect a scan."""
+        props = self.config.properties
+        pairs = {
+            "aws_endpoint_url": props.get("s3.endpoint"),
+            "aws_endpoint_url_s3": props.get("s3.endpoint"),
+            "aws_region": props.get("s3.region"),
+            "aws_access_key_id": props.get("s3.access-key-id"),
+            "aws_secret_access_key": props.get("s3.secret-access-key"),
+            "aws_session_token": props.get("s3.session-token"),
+        }
+        if props.get("s3.endpoint", "").startswith("http://"):
+            pairs["aws_allow_http"] = "true"
+        options = {key: value for key, value in pairs.items() if value}
+        return options or None
 
     # ----- merge, diff, log ---------------------------------------------------------------------------
 

@@ -32,6 +32,11 @@ class NotebookComponent(dg.Component, dg.Model, dg.Resolvable):
     )
     catalog_uri: str | None = Field(default=None, description="SQL catalog URI, e.g. postgresql+psycopg://...")
     warehouse: str | None = Field(default=None, description="Warehouse location, e.g. s3://bucket/prefix.")
+    properties: dict[str, str] = Field(
+        default_factory=dict, description="PyIceberg FileIO properties, e.g. s3.endpoint and s3.region."
+    )
+    allow_main: bool = Field(default=False, description="Allow runs to write to the protected branch 'main'.")
+    wap: bool = Field(default=False, description="Write-audit-publish: every run builds on its own branch.")
 
     def notebook_paths(self, folder: Path) -> list[Path]:
         """The notebook files `path` names, relative to `folder` unless absolute; a glob matching nothing is an error."""
@@ -59,6 +64,12 @@ class NotebookComponent(dg.Component, dg.Model, dg.Resolvable):
             catalog_uri=self.catalog_uri,
             warehouse=self.warehouse,
             path=self.lakehouse_path,
+            properties=dict(self.properties),
             branch=self.branch,
+            allow_main=self.allow_main,
+            wap=self.wap,
         )
-        return dg.Definitions(assets=assets, resources={"io_manager": LakehouseIOManager(lakehouse=lakehouse)})
+        return dg.Definitions(
+            assets=assets,
+            resources={"lakehouse": lakehouse, "io_manager": LakehouseIOManager(lakehouse=lakehouse)},
+        )
