@@ -57,7 +57,14 @@ def test_build_defs_loads_the_notebooks_with_a_lakehouse_io_manager(tmp_path):
         folder.mkdir()
         shutil.copy(NOTEBOOKS / "taxi.py", folder / "taxi.py")
         shutil.copy(NOTEBOOKS / "revenue.py", folder / "revenue.py")
-        attributes = {"path": "*.py", "group_name": "notebooks", "branch": "dev", "lakehouse_path": str(tmp_path / "lh")}
+        attributes = {
+            "path": "*.py",
+            "group_name": "notebooks",
+            "branch": "dev",
+            "lakehouse_path": str(tmp_path / "lh"),
+            "properties": {"s3.region": "eu-west-1"},
+            "wap": True,
+        }
         (folder / "defs.yaml").write_text(
             yaml.safe_dump({"type": "dagster_lakehouse.NotebookComponent", "attributes": attributes})
         )
@@ -80,6 +87,8 @@ def test_build_defs_loads_the_notebooks_with_a_lakehouse_io_manager(tmp_path):
     assert io_manager.lakehouse.branch == "dev"
     assert io_manager.lakehouse.path == str(tmp_path / "lh")
     assert defs.resources["lakehouse"] == io_manager.lakehouse  # sensors take the resource `lakehouse`
+    assert io_manager.lakehouse.wap and not io_manager.lakehouse.allow_main
+    assert io_manager.lakehouse.properties == {"s3.region": "eu-west-1"}
 
 
 def _run_dg(*args: str, cwd: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:

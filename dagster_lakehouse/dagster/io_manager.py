@@ -99,8 +99,7 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
                 snapshot_properties=properties,
                 allow_main=self.lakehouse.allow_main,
             )
-            iceberg_table = lakehouse.table(table, branch)
-        context.add_output_metadata(write_metadata(result, iceberg_table, partitioned=context.has_asset_partitions))
+        context.add_output_metadata(write_metadata(result, partitioned=context.has_asset_partitions))
         if result.snapshot_id is not None:
             _set_data_version(context, dg.DataVersion(str(result.snapshot_id)))
 

@@ -35,8 +35,9 @@ def total_rows(table: Table, fallback: int) -> int:
     return int(total) if total is not None else fallback
 
 
-def write_metadata(result: WriteResult, table: Table, *, partitioned: bool = False) -> dict[str, Any]:
+def write_metadata(result: WriteResult, *, partitioned: bool = False) -> dict[str, Any]:
     """Output metadata of one write: row count, schema, table name and URI, branch, snapshot, metadata file."""
+    table = result.iceberg_table
     metadata: dict[str, Any] = {
         "dagster/row_count": dg.MetadataValue.int(total_rows(table, result.rows)),
         "dagster/column_schema": dg.MetadataValue.table_schema(table_schema(table.schema())),

@@ -8,7 +8,7 @@ import threading
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -67,6 +67,8 @@ class WriteResult:
     metadata_location: str
     commit_id: str
     attempts: int
+    iceberg_table: Table = field(repr=False, compare=False)
+    """The committed PyIceberg table (schema, location, snapshot), so callers need not load it again."""
 
 
 class Lakehouse:
@@ -353,6 +355,7 @@ class Lakehouse:
             metadata_location=table.metadata_location,
             commit_id=commit_id,
             attempts=attempt,
+            iceberg_table=table,
         )
 
     @staticmethod

@@ -26,7 +26,11 @@ def _key(uri: str) -> str:
 
 
 def reachable_files(properties: dict[str, str], metadata_locations: Iterable[str]) -> set[str]:
-    """Every metadata, manifest list, manifest, data and delete file that the given metadata files reach."""
+    """Every metadata, manifest list, manifest, data and delete file that the given metadata files reach.
+
+    Not `Table.inspect.all_files()` per ref: branches share most manifests, and walking them once across all
+    refs (the `seen_manifests` set) keeps the mark phase proportional to distinct manifests, not refs x manifests.
+    """
     reached: set[str] = set()
     seen_manifests: set[str] = set()
     for location in set(metadata_locations):
