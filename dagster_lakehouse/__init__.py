@@ -15,7 +15,9 @@ from dagster_lakehouse.lakehouse import (
     LakehouseError,
     MergeConflict,
     MergeResult,
+    TableConflict,
     TableDiff,
+    WriteConflict,
 )
 from dagster_lakehouse.notebook.spec import Input, model
 
@@ -35,6 +37,8 @@ __all__ = [
     "Lakehouse",
     "LakehouseError",
     "MergeConflict",
+    "TableConflict",
+    "WriteConflict",
     "MergeResult",
     "TableDiff",
     "model",

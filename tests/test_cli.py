@@ -202,7 +202,12 @@ def test_branch_diff(seeded: Cli) -> None:
         "change": "modified",
         "before_snapshot_id": seeded.lakehouse().snapshot_id("taxi.trips", "main"),
         "after_snapshot_id": after,
+        "rows_added": 1,
+        "rows_removed": 0,
+        "files_added": 1,
+        "files_removed": 0,
     }
+    assert [line.split()[2:4] for line in lines[1:]] == [[f"+{TRIPS.height}", "-0"], ["+1", "-0"]]
     assert seeded("branch", "diff", "main", "nope") == 1
     assert_clean_error(seeded, "'nope'")
 
@@ -250,8 +255,8 @@ def test_merge_conflict_exit_code_3(seeded: Cli) -> None:
     assert seeded("branch", "merge", "other") == 0
     before = seeded.lakehouse().snapshot_id("taxi.trips")
     assert seeded("branch", "merge", "dev") == 3
-    assert_clean_error(seeded, "taxi.trips", "taxi.zones", "'dev'")
-    assert "conflicting tables:\n  taxi.trips\n  taxi.zones\n" in seeded.err
+    assert_clean_error(seeded, "taxi.zones", "'dev'")
+    assert "conflicting tables:\n  taxi.zones: 'dev' replaced all rows while 'main' also changed the table\n" in seeded.err
     assert "taxi.only_dev" not in seeded.lakehouse().tables()
     assert seeded.lakehouse().snapshot_id("taxi.trips") == before
     assert seeded("branch", "merge", "dev", "--json") == 3
@@ -259,7 +264,8 @@ def test_merge_conflict_exit_code_3(seeded: Cli) -> None:
         "source": "dev",
         "target": "main",
         "merged": False,
-        "conflicts": ["taxi.trips", "taxi.zones"],
+        "conflicts": ["taxi.zones"],
+        "reasons": {"taxi.zones": "'dev' replaced all rows while 'main' also changed the table"},
     }
 
 

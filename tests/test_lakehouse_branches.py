@@ -17,6 +17,7 @@ from dagster_lakehouse.lakehouse import (
     RefAlreadyExists,
     RefNotFound,
     TableNotFound,
+    commits,
 )
 from dagster_lakehouse.lakehouse.catalog import IcebergTables
 from dagster_lakehouse.lakehouse.gc import list_warehouse
@@ -142,17 +143,17 @@ def test_merge_is_one_transaction_even_when_the_last_table_fails(lh: Lakehouse, 
     lh.write("a.one", frame(5), branch="dev")
     lh.write("a.two", frame(6), branch="dev")
     before = catalog_rows(lh)
-    original = Lakehouse._apply_change
+    original = commits.swap_pointer
     calls = []
 
-    def flaky(self, conn, target, table, expected, location, source):
-        calls.append(table)
-        if len(calls) == 2:  # a concurrent writer moved main's pointer under the second table
-            raise MergeConflict(source, target, [table])
-        return original(self, conn, target, table, expected, location, source)
+    def flaky(conn, ref, pointer):
+        calls.append(pointer.table)
+        if len(calls) == 2:  # the catalog fails under the second table's pointer swap
+            raise RuntimeError("catalog went away")
+        return original(conn, ref, pointer)
 
-    monkeypatch.setattr(Lakehouse, "_apply_change", flaky)
-    with pytest.raises(MergeConflict):
+    monkeypatch.setattr(commits, "swap_pointer", flaky)
+    with pytest.raises(RuntimeError, match="catalog went away"):
         lh.merge("dev")
     assert calls == ["a.one", "a.two"]
     assert catalog_rows(lh) == before

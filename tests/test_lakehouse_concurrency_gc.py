@@ -92,7 +92,7 @@ def test_gc_removes_what_no_branch_or_tag_reaches(lakehouse: Lakehouse) -> None:
 
 @pytest.mark.parametrize("mode", ["replace", "append"])
 def test_write_failing_at_commit_leaves_table_unchanged(lakehouse: Lakehouse, mode: str, monkeypatch) -> None:
-    from dagster_lakehouse.lakehouse.catalog import RefCatalog
+    from dagster_lakehouse.lakehouse import commits
 
     lakehouse.create_branch("dev")
     lakehouse.write("f.t", pl.DataFrame({"x": [1]}), branch="dev")
@@ -101,7 +101,7 @@ def test_write_failing_at_commit_leaves_table_unchanged(lakehouse: Lakehouse, mo
     def crash(*args, **kwargs):
         raise RuntimeError("catalog went away")
 
-    monkeypatch.setattr(RefCatalog, "commit_table", crash)
+    monkeypatch.setattr(commits, "swap_pointer", crash)
     with pytest.raises(RuntimeError, match="catalog went away"):
         lakehouse.write("f.t", pl.DataFrame({"x": [2, 3]}), branch="dev", mode=mode)
     monkeypatch.undo()

@@ -116,11 +116,12 @@ def run(args: argparse.Namespace) -> int:
             traceback.print_exc()
         _error(str(exc))
         print("conflicting tables:", file=sys.stderr)
-        for name in exc.tables:
-            print(f"  {name}", file=sys.stderr)
+        for conflict in exc.conflicts:
+            print(f"  {conflict.table}: {conflict.reason}", file=sys.stderr)
         print(
             f"hint: 'lakehouse branch diff {exc.target} {exc.source}' shows both sides; "
-            f"redo the changes of '{exc.source}' on a new branch created from '{exc.target}'",
+            f"'--on-conflict source' or '--on-conflict target' takes one side's version of those tables, "
+            f"or redo the changes of '{exc.source}' on a new branch created from '{exc.target}'",
             file=sys.stderr,
         )
         return EXIT_CONFLICT

@@ -35,11 +35,19 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="three-way merge a branch into another (exit code 3 on conflict)",
         description="Merge every table changed on SOURCE since its branch point into the target, atomically. "
-        "If both sides changed a table, nothing is merged, the tables are listed and the exit code is 3.",
+        "Tables both sides changed are merged file by file when the work commutes (appends, replaces of "
+        "different partitions); otherwise nothing is merged, each conflicting table is listed with the reason "
+        "and the exit code is 3.",
     )
     merge.add_argument("source", metavar="SOURCE", help="branch to merge")
     merge.add_argument("--into", default=MAIN, metavar="BRANCH", help="target branch (default: main)")
     merge.add_argument("-m", "--message", help="commit message of the merge")
+    merge.add_argument(
+        "--on-conflict",
+        choices=["fail", "source", "target"],
+        default="fail",
+        help="for conflicting tables: fail (default), take SOURCE's version, or keep the target's",
+    )
     merge.add_argument("--json", action="store_true", help="print JSON for scripts")
     merge.set_defaults(handler=merge_branch)
 
@@ -90,10 +98,18 @@ def delete_branch(lh: Lakehouse, args: argparse.Namespace) -> int:
 def merge_branch(lh: Lakehouse, args: argparse.Namespace) -> int:
     """`branch merge SOURCE [--into BRANCH]`; a conflict propagates as `MergeConflict` (exit code 3)."""
     try:
-        result = lh.merge(args.source, args.into, message=args.message)
+        result = lh.merge(args.source, args.into, message=args.message, on_conflict=args.on_conflict)
     except MergeConflict as exc:
         if args.json:
-            print_json({"source": exc.source, "target": exc.target, "merged": False, "conflicts": exc.tables})
+            print_json(
+                {
+                    "source": exc.source,
+                    "target": exc.target,
+                    "merged": False,
+                    "conflicts": exc.tables,
+                    "reasons": {c.table: c.reason for c in exc.conflicts},
+                }
+            )
         raise
     if args.json:
         print_json(
@@ -104,6 +120,8 @@ def merge_branch(lh: Lakehouse, args: argparse.Namespace) -> int:
                 "tables": result.tables,
                 "commit_id": result.commit_id,
                 "fast_forward": result.fast_forward,
+                "replayed": result.replayed,
+                "resolved": result.resolved,
             }
         )
     elif not result.tables:
@@ -112,7 +130,10 @@ def merge_branch(lh: Lakehouse, args: argparse.Namespace) -> int:
         count = len(result.tables)
         print(f"merged '{args.source}' into '{args.into}': {count} table{'s' * (count != 1)}, commit {result.commit_id}")
         for table in result.tables:
-            print(f"  {table}")
+            how = "file-level merge" if table in result.replayed else None
+            if table in result.resolved:
+                how = f"conflict settled: {result.resolved[table]}'s version"
+            print(f"  {table}" + (f" ({how})" if how else ""))
     return 0
 
 
@@ -127,6 +148,10 @@ def diff_refs(lh: Lakehouse, args: argparse.Namespace) -> int:
                     "change": d.change,
                     "before_snapshot_id": d.before_snapshot_id,
                     "after_snapshot_id": d.after_snapshot_id,
+                    "rows_added": d.rows_added,
+                    "rows_removed": d.rows_removed,
+                    "files_added": d.files_added,
+                    "files_removed": d.files_removed,
                 }
                 for d in diffs
             ]
@@ -135,8 +160,18 @@ def diff_refs(lh: Lakehouse, args: argparse.Namespace) -> int:
         note(f"no differences between '{args.a}' and '{args.b}'")
     else:
         print_rows(
-            ["TABLE", "CHANGE", f"SNAPSHOT ({args.a})", f"SNAPSHOT ({args.b})"],
-            [[d.table, d.change, d.before_snapshot_id, d.after_snapshot_id] for d in diffs],
+            ["TABLE", "CHANGE", "ROWS +/-", "FILES +/-", f"SNAPSHOT ({args.a})", f"SNAPSHOT ({args.b})"],
+            [
+                [
+                    d.table,
+                    d.change,
+                    f"+{d.rows_added} -{d.rows_removed}",
+                    f"+{d.files_added} -{d.files_removed}",
+                    d.before_snapshot_id,
+                    d.after_snapshot_id,
+                ]
+                for d in diffs
+            ],
         )
     return 0
 

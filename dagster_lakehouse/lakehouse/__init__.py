@@ -14,7 +14,9 @@ from dagster_lakehouse.lakehouse.errors import (
     RefAlreadyExists,
     RefNotFound,
     SchemaMismatch,
+    TableConflict,
     TableNotFound,
+    WriteConflict,
 )
 from dagster_lakehouse.lakehouse.merge import MergeResult, TableDiff
 from dagster_lakehouse.lakehouse.refs import Commit, Ref
@@ -30,6 +32,8 @@ __all__ = [
     "LakehouseConfig",
     "LakehouseError",
     "MergeConflict",
+    "TableConflict",
+    "WriteConflict",
     "MergeResult",
     "ProtectedBranchError",
     "Ref",

@@ -6,9 +6,8 @@ import os
 import random
 import threading
 import time
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -22,7 +21,7 @@ from pyiceberg.exceptions import (
 )
 from pyiceberg.expressions import AlwaysTrue, BooleanExpression
 from pyiceberg.table import Table
-from sqlalchemy import and_, delete, insert, literal, select, update
+from sqlalchemy import delete, insert, literal, select
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from dagster_lakehouse.lakehouse import refs as refstore
@@ -33,23 +32,23 @@ from dagster_lakehouse.lakehouse.catalog import (
     make_engine,
     open_catalog_schema,
 )
+from dagster_lakehouse.lakehouse.commits import load_at
 from dagster_lakehouse.lakehouse.config import DEFAULT_PATH, LakehouseConfig
 from dagster_lakehouse.lakehouse.data import DataLike, to_arrow
 from dagster_lakehouse.lakehouse.errors import (
     ColumnNotFound,
-    CommitTimeout,
     LakehouseError,
-    MergeConflict,
     ProtectedBranchError,
     RefAlreadyExists,
     RefNotFound,
     TableNotFound,
 )
 from dagster_lakehouse.lakehouse.filters import FilterLike, prepare_filter, to_polars
-from dagster_lakehouse.lakehouse.merge import MergeResult, State, TableDiff, diff_states, plan_merge
+from dagster_lakehouse.lakehouse.merge import MergeResult, State, TableDiff, diff_states
+from dagster_lakehouse.lakehouse.merging import MergeCommit, OnConflict, change_counts
 from dagster_lakehouse.lakehouse.names import MAIN, split_table_name, validate_ref_name
 from dagster_lakehouse.lakehouse.refs import Commit, Ref
-from dagster_lakehouse.lakehouse.schema import plan_schema
+from dagster_lakehouse.lakehouse.writes import WriteCommit
 
 WriteMode = Literal["replace", "append"]
 _RETRYABLE = (CommitFailedException, TableAlreadyExistsError, OperationalError, IntegrityError)
@@ -325,36 +324,38 @@ class Lakehouse:
         props.update({k: str(v) for k, v in (snapshot_properties or {}).items()})
         catalog = self.catalog(branch)
         self._ensure_namespace(catalog, namespace)
-
-        deadline = time.monotonic() + self.commit_timeout
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                table = self._commit_write(catalog, name, branch, arrow, mode, where, props, partition_by, context)
-                break
-            except _RETRYABLE as exc:
-                if time.monotonic() > deadline:
-                    raise CommitTimeout(
-                        f"{context}gave up after {attempt} attempts in {self.commit_timeout:.0f}s "
-                        f"of concurrent commits: {exc}"
-                    ) from exc
-                time.sleep(min(2.0, 0.01 * 2 ** min(attempt, 8)) * random.uniform(0.5, 1.5))
-        snapshot = table.current_snapshot()
-        snapshot_id = snapshot.snapshot_id if snapshot else None
-        with self.engine.begin() as conn:
-            commit_id = refstore.add_commit(
-                conn, branch, "write", message or f"{mode} {name}", [name], {name: snapshot_id}, run_id
-            )
+        commit = WriteCommit(
+            self.engine,
+            catalog,
+            name,
+            arrow,
+            mode=mode,
+            where=where,
+            props=props,
+            partition_by=partition_by,
+            timeout=self.commit_timeout,
+            check=lambda conn: self._check_writable(conn, branch, allow_main),
+            message=message or f"{mode} {name}",
+            run_id=run_id,
+        )
+        (pointer,) = commit.run()
+        assert pointer.metadata is not None and pointer.location is not None
+        table = Table(
+            identifier=catalog.identifier_to_tuple(name),
+            metadata=pointer.metadata,
+            metadata_location=pointer.location,
+            io=catalog._load_file_io(pointer.metadata.properties, pointer.location),
+            catalog=catalog,
+        )
         return WriteResult(
             table=name,
             branch=branch,
-            snapshot_id=snapshot_id,
+            snapshot_id=pointer.snapshot_id,
             rows=arrow.num_rows,
             mode=mode if where is None else "overwrite",
-            metadata_location=table.metadata_location,
-            commit_id=commit_id,
-            attempts=attempt,
+            metadata_location=pointer.location,
+            commit_id=commit.commit_id or "",
+            attempts=commit.attempts,
             iceberg_table=table,
         )
 
@@ -366,55 +367,6 @@ class Lakehouse:
         except (IntegrityError, NamespaceAlreadyExistsError):
             if not catalog.namespace_exists(namespace):
                 raise
-
-    def _commit_write(
-        self,
-        catalog: RefCatalog,
-        name: str,
-        branch: str,
-        arrow: pa.Table,
-        mode: str,
-        where: FilterLike,
-        props: dict[str, str],
-        partition_by: Sequence[str] | None,
-        context: str,
-    ) -> Table:
-        try:
-            table = catalog.load_table(name)
-        except NoSuchTableError:
-            return self._create_with_data(catalog, name, arrow, props, partition_by)
-        plan = plan_schema(name, branch, table.schema(), arrow, replace=(mode == "replace" and where is None))
-        tx = table.transaction()
-        if plan.drop:
-            with tx.update_schema() as update:
-                for column in plan.drop:
-                    update.delete_column(column)
-        if plan.evolve:
-            with tx.update_schema() as update:
-                update.union_by_name(plan.data.schema)
-        if mode == "append":
-            tx.append(plan.data, snapshot_properties=props)
-        elif where is not None:
-            row_filter, _ = prepare_filter(table.schema(), where, context=context)
-            with warnings.catch_warnings():  # replacing a partition that holds no rows yet is normal
-                warnings.filterwarnings("ignore", message="Delete operation did not match any records")
-                tx.overwrite(plan.data, overwrite_filter=row_filter, snapshot_properties=props)
-        else:
-            tx.overwrite(plan.data, snapshot_properties=props)
-        return tx.commit_transaction()
-
-    def _create_with_data(
-        self, catalog: RefCatalog, name: str, arrow: pa.Table, props: dict[str, str], partition_by: Sequence[str] | None
-    ) -> Table:
-        from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC
-
-        tx = catalog.create_table_transaction(name, schema=arrow.schema, partition_spec=UNPARTITIONED_PARTITION_SPEC)
-        if partition_by:
-            with tx.update_spec() as spec:
-                for column in partition_by:
-                    spec.add_identity(column)
-        tx.append(arrow, snapshot_properties=props)
-        return tx.commit_transaction()
 
     def drop_table(self, name: str, *, branch: str = MAIN, allow_main: bool = False) -> None:
         """Remove table `name` from `branch` only; its files stay for other refs until `gc()`."""
@@ -519,91 +471,39 @@ class Lakehouse:
     # ----- merge, diff, log ---------------------------------------------------------------------------
 
     def merge(
-        self, source: str, into: str = MAIN, *, message: str | None = None, run_id: str | None = None
+        self,
+        source: str,
+        into: str = MAIN,
+        *,
+        message: str | None = None,
+        run_id: str | None = None,
+        on_conflict: OnConflict = "fail",
     ) -> MergeResult:
-        """Three-way merge of every table of `source` into `into` in one catalog transaction.
+        """Three-way merge of every table of `source` into `into`, all tables in one catalog transaction.
 
-        Tables changed on one side since the branch point take that side; tables changed on both raise
-        `MergeConflict` naming them and change nothing. Readers see all of the merge or none of it.
+        A table changed on one side only takes that side. A table changed on both is merged at the level of
+        Iceberg data files when the two sides' work commutes (disjoint appends and partition replaces), by
+        replaying the source's operations on the target; otherwise `MergeConflict` names each table and why,
+        and nothing changes. `on_conflict="source"` / `"target"` (or a dict per table) takes one side's
+        version of the conflicting tables instead. Readers see all of the merge or none of it.
         """
         if source == into:
             raise LakehouseError(f"cannot merge '{source}' into itself")
-        with self.engine.begin() as conn:
-            src = self._get_ref(conn, source)
-            dst = self._get_ref(conn, into)
-            if dst.is_tag:
-                raise ProtectedBranchError(f"'{into}' is a tag; tags are immutable")
-            source_state, target_state = self._state(conn, source), self._state(conn, into)
-            base = refstore.get_merge_base(conn, source, into)
-            if base is None:
-                raise LakehouseError(
-                    f"cannot merge '{source}' into '{into}': they have no branch point in common "
-                    f"('{source}' was forked from '{src.parent}', '{into}' from '{dst.parent}'); "
-                    f"merge '{source}' into '{src.parent}' first, then '{src.parent}' into '{into}'"
-                )
-            plan = plan_merge(base, source_state, target_state)
-            if plan.conflicts:
-                raise MergeConflict(source, into, plan.conflicts)
-            for table, location in plan.changes.items():
-                self._apply_change(conn, into, table, target_state.get(table), location, source)
-            self._merge_namespaces(conn, source, into)
-            refstore.set_merge_base(conn, source, into, source_state)
-            commit_id = None
-            if plan.changes:
-                snapshots = {t: _snapshot_of(self.catalog(source), t) if loc else None for t, loc in plan.changes.items()}
-                commit_id = refstore.add_commit(
-                    conn,
-                    into,
-                    "merge",
-                    message or f"merge '{source}' into '{into}'",
-                    list(plan.changes),
-                    snapshots,
-                    run_id,
-                )
-        fast_forward = all(base.get(t) == target_state.get(t) for t in set(base) | set(target_state))
+        commit = MergeCommit(self, source, into, message=message, run_id=run_id, on_conflict=on_conflict)
+        pointers = commit.run()
+        plan = commit.plan
+        assert plan is not None
+        fast_forward = all(plan.base.get(t) == plan.target_state.get(t) for t in set(plan.base) | set(plan.target_state))
         return MergeResult(
             source=source,
             target=into,
-            tables=sorted(plan.changes),
-            commit_id=commit_id,
+            tables=sorted(p.table for p in pointers),
+            commit_id=commit.commit_id,
             fast_forward=fast_forward,
-            changes=plan.changes,
+            changes={p.table: p.location for p in pointers},
+            replayed=sorted(plan.replayed),
+            resolved=dict(plan.resolved),
         )
-
-    def _apply_change(
-        self, conn: Any, target: str, table: str, expected: str | None, location: str | None, source: str
-    ) -> None:
-        namespace, name = split_table_name(table)
-        where = and_(
-            IcebergTables.catalog_name == target,
-            IcebergTables.table_namespace == namespace,
-            IcebergTables.table_name == name,
-        )
-        if expected is None:
-            try:
-                with conn.begin_nested():
-                    conn.execute(
-                        insert(IcebergTables.__table__).values(
-                            catalog_name=target,
-                            table_namespace=namespace,
-                            table_name=name,
-                            metadata_location=location,
-                            previous_metadata_location=None,
-                        )
-                    )
-                return
-            except IntegrityError:
-                raise MergeConflict(source, target, [table]) from None
-        if location is None:
-            result = conn.execute(delete(IcebergTables).where(where, IcebergTables.metadata_location == expected))
-        else:
-            result = conn.execute(
-                update(IcebergTables)
-                .where(where, IcebergTables.metadata_location == expected)
-                .values(metadata_location=location, previous_metadata_location=expected)
-            )
-        if result.rowcount != 1:
-            raise MergeConflict(source, target, [table])
 
     def _merge_namespaces(self, conn: Any, source: str, target: str) -> None:
         props = IcebergNamespaceProperties
@@ -621,28 +521,24 @@ class Lakehouse:
                 )
 
     def diff(self, a: str, b: str) -> list[TableDiff]:
-        """Tables added, removed or modified going from ref `a` to ref `b`, with their snapshot ids."""
+        """Tables added, removed or modified going from ref `a` to ref `b`: snapshot ids, and the rows and files
+        that `b`'s operations not yet in `a` added and removed (what merging `b` into `a` would replay)."""
         with self.engine.connect() as conn:
             self._get_ref(conn, a)
             self._get_ref(conn, b)
             diffs = diff_states(self._state(conn, a), self._state(conn, b))
-        return [
-            TableDiff(
-                table=d.table,
-                change=d.change,
-                before=d.before,
-                after=d.after,
-                before_snapshot_id=self._snapshot_at(d.table, a) if d.before else None,
-                after_snapshot_id=self._snapshot_at(d.table, b) if d.after else None,
-            )
-            for d in diffs
-        ]
+        return [self._diff_counts(d, a, b) for d in diffs]
 
-    def _snapshot_at(self, table: str, ref: str) -> int | None:
-        try:
-            return self.snapshot_id(table, ref)
-        except TableNotFound:
-            return None
+    def _diff_counts(self, d: TableDiff, a: str, b: str) -> TableDiff:
+        before = load_at(self.catalog(a), d.table, d.before) if d.before else None
+        after = load_at(self.catalog(b), d.table, d.after) if d.after else None
+        counts = change_counts(after, before) if after is not None else {}
+        return replace(
+            d,
+            before_snapshot_id=_current_snapshot_id(before),
+            after_snapshot_id=_current_snapshot_id(after),
+            **counts,
+        )
 
     def log(self, ref: str = MAIN, limit: int | None = None) -> list[Commit]:
         """Commits reachable from `ref`, newest first: its own, then its parent's up to the fork."""
@@ -686,6 +582,6 @@ def _retry_on_race(create: Any, attempts: int = 5) -> Any:
             time.sleep(0.05 * (attempt + 1) * random.uniform(1, 2))
 
 
-def _snapshot_of(catalog: RefCatalog, table: str) -> int | None:
-    snapshot = catalog.load_table(table).current_snapshot()
+def _current_snapshot_id(table: Table | None) -> int | None:
+    snapshot = table.current_snapshot() if table is not None else None
     return snapshot.snapshot_id if snapshot else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 class LakehouseError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -52,17 +54,39 @@ class InvalidFilter(LakehouseError, ValueError):
     """A row filter could not be parsed or does not fit the table's schema."""
 
 
-class MergeConflict(LakehouseError):
-    """Both sides of a merge changed the same tables; nothing was merged."""
+@dataclass(frozen=True, order=True)
+class TableConflict:
+    """One table a merge cannot combine, and why, in words a user can act on."""
 
-    def __init__(self, source: str, target: str, tables: list[str]):
+    table: str
+    reason: str
+
+
+class MergeConflict(LakehouseError):
+    """Both sides of a merge changed tables in ways that do not commute; nothing was merged."""
+
+    def __init__(self, source: str, target: str, conflicts: list[TableConflict] | list[str]):
         self.source = source
         self.target = target
-        self.tables = sorted(tables)
-        super().__init__(
-            f"cannot merge branch '{source}' into '{target}': both changed "
-            f"{', '.join(self.tables)} since the branch point; nothing was merged"
+        self.conflicts = sorted(
+            (c if isinstance(c, TableConflict) else TableConflict(c, "both changed it")) for c in conflicts
         )
+        self.tables = [c.table for c in self.conflicts]
+        details = "; ".join(f"{c.table}: {c.reason}" for c in self.conflicts)
+        super().__init__(
+            f"cannot merge branch '{source}' into '{target}': {details}; nothing was merged "
+            f"(merge again with on_conflict='source' or 'target' to take one side's version of a table)"
+        )
+
+
+class WriteConflict(LakehouseError):
+    """A write lost a race to a concurrent write on the same branch whose changes it would overwrite."""
+
+    def __init__(self, table: str, branch: str, reason: str):
+        self.table = table
+        self.branch = branch
+        self.reason = reason
+        super().__init__(f"cannot write table '{table}' on branch '{branch}': {reason}; nothing was written")
 
 
 class CommitTimeout(LakehouseError, TimeoutError):

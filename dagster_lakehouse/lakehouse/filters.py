@@ -4,6 +4,7 @@ and translated to Polars expressions so lazy scans push the same predicate down.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from functools import singledispatch
 from typing import Any
 
@@ -229,3 +230,73 @@ class _PolarsExpr(BoundBooleanExpressionVisitor[pl.Expr]):
 
     def visit_or(self, left_result: pl.Expr, right_result: pl.Expr) -> pl.Expr:
         return left_result | right_result
+
+
+def filter_string(expression: BooleanExpression) -> str:
+    """An unbound expression in the filter syntax `parse_filter` reads back (kept in snapshot summaries)."""
+    return visit(expression, _FilterText())
+
+
+def _literal_text(value: Any) -> str:
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, Decimal)):
+        return str(value)
+    raise InvalidFilter(f"cannot express a {type(value).__name__} literal in a filter string")
+
+
+_KEYWORDS = {"and", "or", "not", "in", "is", "null", "nan", "like", "true", "false", "between"}
+
+
+def _column_text(name: str) -> str:
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) and name.lower() not in _KEYWORDS:
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+class _FilterText(BooleanExpressionVisitor[str]):
+    _COMPARISONS = {
+        "EqualTo": "=",
+        "NotEqualTo": "!=",
+        "LessThan": "<",
+        "LessThanOrEqual": "<=",
+        "GreaterThan": ">",
+        "GreaterThanOrEqual": ">=",
+    }
+
+    def visit_true(self) -> str:
+        return "true"
+
+    def visit_false(self) -> str:
+        return "false"
+
+    def visit_not(self, child_result: str) -> str:
+        return f"not ({child_result})"
+
+    def visit_and(self, left_result: str, right_result: str) -> str:
+        return f"({left_result}) and ({right_result})"
+
+    def visit_or(self, left_result: str, right_result: str) -> str:
+        return f"({left_result}) or ({right_result})"
+
+    def visit_unbound_predicate(self, predicate: UnboundPredicate) -> str:
+        column = _column_text(predicate.term.name)
+        kind = type(predicate).__name__
+        if kind in self._COMPARISONS:
+            return f"{column} {self._COMPARISONS[kind]} {_literal_text(predicate.literal.value)}"  # type: ignore[attr-defined]
+        if kind in ("In", "NotIn"):
+            values = ", ".join(sorted(_literal_text(lit.value) for lit in predicate.literals))  # type: ignore[attr-defined]
+            return f"{column} {'in' if kind == 'In' else 'not in'} ({values})"
+        if kind in ("IsNull", "NotNull"):
+            return f"{column} {'is null' if kind == 'IsNull' else 'is not null'}"
+        if kind in ("IsNaN", "NotNaN"):
+            return f"{column} {'is nan' if kind == 'IsNaN' else 'is not nan'}"
+        if kind in ("StartsWith", "NotStartsWith"):
+            pattern = _literal_text(predicate.literal.value.replace("%", "\\%") + "%")  # type: ignore[attr-defined]
+            return f"{column} {'like' if kind == 'StartsWith' else 'not like'} {pattern}"
+        raise InvalidFilter(f"cannot express {predicate!r} as a filter string")
+
+    def visit_bound_predicate(self, predicate: Any) -> str:
+        raise InvalidFilter("filter_string expects an unbound expression")

@@ -18,6 +18,12 @@ class TableDiff:
     after: str | None
     before_snapshot_id: int | None = None
     after_snapshot_id: int | None = None
+    rows_added: int = 0
+    """Rows the operations of `b` that `a` lacks brought in (appends; a replace's new rows)."""
+    rows_removed: int = 0
+    """Rows those operations removed (a replace's or delete's matched rows)."""
+    files_added: int = 0
+    files_removed: int = 0
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,10 @@ class MergeResult:
     commit_id: str | None
     fast_forward: bool = False
     changes: dict[str, str | None] = field(default_factory=dict)
+    replayed: list[str] = field(default_factory=list)
+    """Tables both sides changed, merged file by file by replaying the source's operations on the target."""
+    resolved: dict[str, str] = field(default_factory=dict)
+    """Conflicting tables settled by `on_conflict`: table -> the side whose version was kept."""
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,9 @@ def plan_schema(table_name: str, branch: str, current: Schema, data: pa.Table, r
         old_type, new_type = old_field.field_type, new_field.field_type
         if old_type == new_type:
             continue
-        if _promotes(new_type, old_type):
+        if promotes(new_type, old_type):
             casts[new_field.name] = schema_to_pyarrow(Schema(old_field)).field(0).type
-        elif _promotes(old_type, new_type):
+        elif promotes(old_type, new_type):
             plan.evolve = True
         elif replace:
             plan.drop.append(new_field.name)
@@ -56,7 +56,8 @@ def plan_schema(table_name: str, branch: str, current: Schema, data: pa.Table, r
     return plan
 
 
-def _promotes(narrow, wide) -> bool:
+def promotes(narrow, wide) -> bool:
+    """Whether Iceberg can read `narrow` values as `wide` (same type or a widening such as int -> long)."""
     try:
         return promote(narrow, wide) == wide
     except ResolveError:

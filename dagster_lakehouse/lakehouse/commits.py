@@ -1,0 +1,180 @@
+"""The one way a ref changes: stage new Iceberg metadata, then swap every table pointer and log it in one SQL transaction.
+
+Each operation that produces snapshots (a write, a merge) is a `CatalogCommit`: `prepare` builds the new metadata
+of its tables on fresh state (writing metadata files, never touching a pointer), and `run` compare-and-swaps all
+pointers and appends the commit-log entry in one catalog transaction, so readers see all of it or none of it and
+the log cannot disagree with the data. A lost race (a pointer moved since `prepare`) re-runs `prepare` on the new
+state, where each operation decides whether its work still commutes, until it commits or its deadline passes.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pyiceberg.catalog import Catalog
+from pyiceberg.serializers import FromInputFile
+from pyiceberg.table import Table, Transaction
+from pyiceberg.table.metadata import TableMetadata
+from pyiceberg.table.update import AssertCreate
+from sqlalchemy import and_, delete, insert, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from dagster_lakehouse.lakehouse import refs as refstore
+from dagster_lakehouse.lakehouse.catalog import IcebergTables, RefCatalog
+from dagster_lakehouse.lakehouse.errors import CommitTimeout, LakehouseError
+from dagster_lakehouse.lakehouse.names import split_table_name
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
+
+
+class LostRace(Exception):
+    """A table pointer moved between `prepare` and the pointer swap; the commit is prepared again."""
+
+
+class InjectedFault(LakehouseError):
+    """A failure injected at a named commit step by `LAKEHOUSE_FAULT` (tests only)."""
+
+
+def checkpoint(step: str) -> None:
+    """A named step of a commit where tests inject a failure: `LAKEHOUSE_FAULT=<step>` raises, `<step>:kill` is SIGKILL."""
+    fault = os.environ.get("LAKEHOUSE_FAULT")
+    if not fault:
+        return
+    name, _, how = fault.partition(":")
+    if name == step:
+        if how == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise InjectedFault(f"fault injected at commit step '{step}'")
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """A table pointer to move on the ref: from `expected` (None = absent) to `location` (None = drop)."""
+
+    table: str
+    expected: str | None
+    location: str | None
+    metadata: TableMetadata | None = None
+
+    @property
+    def snapshot_id(self) -> int | None:
+        snapshot = self.metadata.current_snapshot() if self.metadata else None
+        return snapshot.snapshot_id if snapshot else None
+
+
+def load_at(catalog: RefCatalog, name: str, location: str) -> Table:
+    """Table `name` as of metadata file `location` (any ref's), bound to `catalog` for building transactions."""
+    io = catalog._load_file_io(location=location)
+    metadata = FromInputFile.table_metadata(io.new_input(location))
+    return Table(
+        identifier=Catalog.identifier_to_tuple(name),
+        metadata=metadata,
+        metadata_location=location,
+        io=catalog._load_file_io(metadata.properties, location),
+        catalog=catalog,
+    )
+
+
+def stage(catalog: RefCatalog, name: str, current: Table | None, tx: Transaction) -> Pointer:
+    """Write the metadata file that `tx` leads to; the ref's pointer is not moved."""
+    requirements = tx._requirements if current is not None else (AssertCreate(),)
+    staged = catalog._update_and_stage_table(current, Catalog.identifier_to_tuple(name), requirements, tx._updates)
+    catalog._write_metadata(staged.metadata, staged.io, staged.metadata_location)
+    return Pointer(name, current.metadata_location if current else None, staged.metadata_location, staged.metadata)
+
+
+def swap_pointer(conn: Connection, ref: str, pointer: Pointer) -> None:
+    """Compare-and-swap one table pointer of `ref` inside the caller's transaction; `LostRace` if it moved."""
+    namespace, name = split_table_name(pointer.table)
+    rows = IcebergTables.__table__
+    where = and_(rows.c.catalog_name == ref, rows.c.table_namespace == namespace, rows.c.table_name == name)
+    if pointer.expected is None:
+        try:
+            with conn.begin_nested():
+                conn.execute(
+                    insert(rows).values(
+                        catalog_name=ref,
+                        table_namespace=namespace,
+                        table_name=name,
+                        metadata_location=pointer.location,
+                        previous_metadata_location=None,
+                    )
+                )
+        except IntegrityError:
+            raise LostRace(pointer.table) from None
+        return
+    if pointer.location is None:
+        result = conn.execute(delete(rows).where(where, rows.c.metadata_location == pointer.expected))
+    else:
+        result = conn.execute(
+            update(rows)
+            .where(where, rows.c.metadata_location == pointer.expected)
+            .values(metadata_location=pointer.location, previous_metadata_location=pointer.expected)
+        )
+    if result.rowcount != 1:
+        raise LostRace(pointer.table)
+
+
+class CatalogCommit(ABC):
+    """One snapshot-producing change of a ref, committed with its log entry in one catalog transaction."""
+
+    kind: str = "write"
+
+    def __init__(self, engine: Engine, ref: str, *, timeout: float, what: str):
+        self.engine = engine
+        self.ref = ref
+        self.timeout = timeout
+        self.what = what
+        self.attempts = 0
+        self.commit_id: str | None = None
+
+    @abstractmethod
+    def prepare(self) -> list[Pointer]:
+        """Build (and stage) the new metadata of every table this commit changes, on the current state."""
+
+    def check(self, conn: Connection) -> None:  # noqa: B027
+        """Re-check inside the pointer transaction whatever `prepare` assumed besides the pointers."""
+
+    def log(self, conn: Connection, pointers: list[Pointer]) -> str | None:
+        """Append the commit-log entry (inside the pointer transaction); returns the commit id."""
+        return None
+
+    def run(self) -> list[Pointer]:
+        """Prepare and swap until it commits; `CommitTimeout` after `timeout` seconds of lost races."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            self.attempts += 1
+            try:
+                pointers = self.prepare()
+                checkpoint("staged")
+                with self.engine.begin() as conn:
+                    self.check(conn)
+                    checkpoint("before-swap")
+                    for i, pointer in enumerate(pointers):
+                        swap_pointer(conn, self.ref, pointer)
+                        if i == 0:
+                            checkpoint("swapping")
+                    self.commit_id = self.log(conn, pointers)
+                    checkpoint("before-commit")
+                checkpoint("committed")
+                return pointers
+            except (LostRace, OperationalError, IntegrityError) as exc:
+                if time.monotonic() > deadline:
+                    raise CommitTimeout(
+                        f"{self.what}: gave up after {self.attempts} attempts in {self.timeout:.0f}s "
+                        f"of concurrent commits ({type(exc).__name__}: {exc})"
+                    ) from exc
+                time.sleep(min(2.0, 0.01 * 2 ** min(self.attempts, 8)) * random.uniform(0.5, 1.5))
+
+
+def add_log_entry(conn: Connection, ref: str, kind: str, message: str, pointers: list[Pointer], **kwargs: Any) -> str:
+    """The commit-log entry of `pointers`: tables changed and their new snapshot ids."""
+    snapshots = {p.table: p.snapshot_id for p in pointers}
+    return refstore.add_commit(conn, ref, kind, message, list(snapshots), snapshots, **kwargs)

@@ -1,0 +1,198 @@
+"""`MergeCommit`: a three-way merge of every table of one ref into a branch, in one catalog transaction.
+
+Tables changed on one side only switch pointers. Tables changed on both sides are merged at the level of
+Iceberg data files by the rules of `merge_rules`: when the two sides' operations commute, the source's pending
+operations are replayed on the target's current table (appends add the source's data files by reference; a
+partition-scoped replace deletes the rows its filter matches, dropping the files it wholly matches and rewriting
+only files that also hold other rows), each as a snapshot naming its origin and the source branch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from pyiceberg.schema import Schema
+from pyiceberg.table import Table
+from pyiceberg.table.update import AddSchemaUpdate, SetCurrentSchemaUpdate
+
+from dagster_lakehouse.lakehouse import refs as refstore
+from dagster_lakehouse.lakehouse.commits import CatalogCommit, Pointer, add_log_entry, load_at, stage
+from dagster_lakehouse.lakehouse.errors import LakehouseError, MergeConflict, ProtectedBranchError, TableConflict
+from dagster_lakehouse.lakehouse.filters import prepare_filter
+from dagster_lakehouse.lakehouse.history import MERGE_SOURCE, TableOp, op_props, pending_ops
+from dagster_lakehouse.lakehouse.merge import State, plan_merge
+from dagster_lakehouse.lakehouse.merge_rules import merge_conflict
+from dagster_lakehouse.lakehouse.writes import append_files, delete_rows
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from dagster_lakehouse.lakehouse.core import Lakehouse
+
+Resolution = Literal["fail", "source", "target"]
+OnConflict = Resolution | Mapping[str, Resolution]
+
+
+@dataclass
+class MergePlan:
+    """What one attempt of a merge will do, planned on the refs' current states."""
+
+    source_state: State
+    target_state: State
+    base: State
+    pointers: list[Pointer] = field(default_factory=list)
+    replayed: list[str] = field(default_factory=list)
+    resolved: dict[str, Resolution] = field(default_factory=dict)
+
+
+class MergeCommit(CatalogCommit):
+    """Merge `source` into branch `target`; `on_conflict` may take one side's version of conflicting tables."""
+
+    kind = "merge"
+
+    def __init__(
+        self,
+        lakehouse: Lakehouse,
+        source: str,
+        target: str,
+        *,
+        message: str | None,
+        run_id: str | None,
+        on_conflict: OnConflict,
+    ):
+        super().__init__(lakehouse.engine, target, timeout=lakehouse.commit_timeout, what=f"merge of '{source}' into '{target}'")
+        self.lakehouse = lakehouse
+        self.source = source
+        self.message = message or f"merge '{source}' into '{target}'"
+        self.run_id = run_id
+        self.on_conflict = on_conflict
+        self.plan: MergePlan | None = None
+
+    def _resolution(self, table: str) -> Resolution:
+        if isinstance(self.on_conflict, str):
+            return self.on_conflict
+        return self.on_conflict.get(table, "fail")
+
+    def prepare(self) -> list[Pointer]:
+        lh = self.lakehouse
+        with lh.engine.connect() as conn:
+            src, dst = lh._get_ref(conn, self.source), lh._get_ref(conn, self.ref)
+            if dst.is_tag:
+                raise ProtectedBranchError(f"'{self.ref}' is a tag; tags are immutable")
+            source_state, target_state = lh._state(conn, self.source), lh._state(conn, self.ref)
+            base = refstore.get_merge_base(conn, self.source, self.ref)
+        if base is None:
+            raise LakehouseError(
+                f"cannot merge '{self.source}' into '{self.ref}': they have no branch point in common "
+                f"('{self.source}' was forked from '{src.parent}', '{self.ref}' from '{dst.parent}'); "
+                f"merge '{self.source}' into '{src.parent}' first, then '{src.parent}' into '{self.ref}'"
+            )
+        plan = MergePlan(source_state, target_state, base)
+        pointer_plan = plan_merge(base, source_state, target_state)
+        conflicts: list[TableConflict] = []
+        for table, location in pointer_plan.changes.items():
+            plan.pointers.append(self._switch(table, target_state.get(table), location))
+        for table in pointer_plan.conflicts:
+            resolution = self._resolution(table)
+            if resolution == "source":
+                plan.pointers.append(self._switch(table, target_state.get(table), source_state.get(table)))
+                plan.resolved[table] = resolution
+                continue
+            if resolution == "target":
+                plan.resolved[table] = resolution
+                continue
+            outcome = self._merge_table(table, base.get(table), source_state.get(table), target_state.get(table))
+            if isinstance(outcome, TableConflict):
+                conflicts.append(outcome)
+            elif outcome is not None:
+                plan.pointers.append(outcome)
+                plan.replayed.append(table)
+        if conflicts:
+            raise MergeConflict(self.source, self.ref, conflicts)
+        self.plan = plan
+        return plan.pointers
+
+    def _switch(self, table: str, expected: str | None, location: str | None) -> Pointer:
+        metadata = load_at(self.lakehouse.catalog(self.source), table, location).metadata if location else None
+        return Pointer(table, expected, location, metadata)
+
+    def _merge_table(
+        self, table: str, base: str | None, source: str | None, target: str | None
+    ) -> Pointer | TableConflict | None:
+        """File-level merge of a table both sides changed: the replayed table, a conflict, or None (nothing to do)."""
+        if base is None:
+            return TableConflict(table, f"both '{self.source}' and '{self.ref}' created it")
+        if source is None or target is None:
+            dropped, changed = (self.source, self.ref) if source is None else (self.ref, self.source)
+            return TableConflict(table, f"'{dropped}' dropped the table while '{changed}' changed it")
+        catalog = self.lakehouse.catalog(self.ref)
+        src, dst = load_at(catalog, table, source), load_at(catalog, table, target)
+        source_ops = pending_ops(src.metadata, dst.metadata, src.io)
+        target_ops = pending_ops(dst.metadata, src.metadata, dst.io)
+        base_schema = _base_schema(catalog, table, base)
+        if not source_ops:
+            return None  # the target holds every operation of the source already
+        if not target_ops and (base_schema is None or dst.schema().as_struct() in (base_schema.as_struct(), src.schema().as_struct())):
+            return self._switch(table, target, source)  # the target holds nothing the source lacks: fast-forward
+        reason = merge_conflict(
+            self.source, self.ref, source_ops, target_ops, src.metadata, dst.metadata, base_schema, dst.io
+        )
+        if reason is not None:
+            return TableConflict(table, reason)
+        schema_changed = src.schema().as_struct() != dst.schema().as_struct() and (
+            base_schema is None or dst.schema().as_struct() == base_schema.as_struct()
+        )
+        return self._replay(table, dst, source_ops, src.schema() if schema_changed else None)
+
+    def _replay(self, table: str, dst: Table, ops: list[TableOp], schema: Schema | None) -> Pointer:
+        """Apply the source's pending `ops` (and its schema, if only the source changed it) to the target's table."""
+        tx = dst.transaction()
+        if schema is not None:
+            next_id = max(s.schema_id for s in dst.metadata.schemas) + 1
+            tx._stage((AddSchemaUpdate(schema=schema.model_copy(update={"schema_id": next_id})), SetCurrentSchemaUpdate()))
+        for op in ops:
+            props = {**op_props(op.kind, op.filter, origin=op.origin), MERGE_SOURCE: self.source}
+            if op.kind == "delete":
+                row_filter, _ = prepare_filter(tx.table_metadata.schema(), op.filter, context=f"table '{table}': ")
+                delete_rows(tx, row_filter, props)
+            elif op.added:
+                append_files(tx, op.added, props)
+        return stage(self.lakehouse.catalog(self.ref), table, dst, tx)
+
+    def check(self, conn: Connection) -> None:
+        self.lakehouse._get_ref(conn, self.source)
+        self.lakehouse._get_ref(conn, self.ref)
+
+    def log(self, conn: Connection, pointers: list[Pointer]) -> str | None:
+        assert self.plan is not None
+        self.lakehouse._merge_namespaces(conn, self.source, self.ref)
+        refstore.set_merge_base(conn, self.source, self.ref, self.plan.source_state)
+        if not pointers:
+            return None
+        return add_log_entry(conn, self.ref, "merge", self.message, pointers, run_id=self.run_id)
+
+
+def _base_schema(catalog, table: str, base: str):
+    """The table's schema at the branch point (None if that metadata file is gone)."""
+    try:
+        return load_at(catalog, table, base).schema()
+    except (FileNotFoundError, OSError):
+        return None
+
+
+def change_counts(side: Table, other: Table | None) -> dict[str, int]:
+    """Rows and files added and removed by the operations of `side` that `other` lacks (all of them if None)."""
+    ops = pending_ops(side.metadata, other.metadata if other is not None else None, side.io)
+    counts = {"rows_added": 0, "rows_removed": 0, "files_added": 0, "files_removed": 0}
+    for op in ops:
+        added, deleted = int(op.summary.get("added-records", 0)), int(op.summary.get("deleted-records", 0))
+        counts["files_added"] += int(op.summary.get("added-data-files", 0))
+        counts["files_removed"] += int(op.summary.get("deleted-data-files", 0))
+        if op.kind in ("delete", "replace"):
+            counts["rows_removed"] += deleted - added  # its added files are remainders of the files it rewrote
+        else:
+            counts["rows_added"] += added
+            counts["rows_removed"] += deleted
+    return counts
