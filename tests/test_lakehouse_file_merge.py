@@ -77,6 +77,7 @@ def test_disjoint_partition_replaces_of_a_shared_file_both_merge(lh: Lakehouse) 
     assert rows(lh) == expected(base, replaced={"2024-01-02": day("2024-01-02", 100, 101), "2024-01-03": day("2024-01-03", 200)})
     snapshot = lh.table("t.trips").current_snapshot()
     assert snapshot.summary["lakehouse.merge-source"] == "b"
+    assert int(snapshot.summary["lakehouse.source-snapshot"]) == lh.snapshot_id("t.trips", "b")
 
 
 def test_append_and_replace_of_another_partition_merge_either_way(lh: Lakehouse) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from dagster_lakehouse.lakehouse.errors import LakehouseError, MergeConflict
+from dagster_lakehouse.lakehouse.errors import LakehouseError, MergeConflict, WriteConflict
 
 
 class BranchResolutionError(LakehouseError, ValueError):
@@ -21,7 +21,7 @@ def naming(prefix: str) -> Iterator[None]:
     """Re-raise core errors as the same class with `prefix` (asset, input, table, branch) added to the message."""
     try:
         yield
-    except MergeConflict:
-        raise
+    except (MergeConflict, WriteConflict):
+        raise  # their messages name the tables and branches already, and their fields stay for callers
     except LakehouseError as exc:
         raise type(exc)(f"{prefix}: {exc}") from exc

@@ -3,8 +3,9 @@
 Every snapshot this package commits says what it is in its summary: `lakehouse.op` is `append` (its added
 files are new rows), `delete` (rows matching `lakehouse.filter` were removed; its added files are the
 rewritten remainders of files that also held other rows) or `replace` (all rows removed). A snapshot that
-replays another ref's snapshot in a merge keeps that snapshot's id as `lakehouse.origin`, so two refs can
-tell which of their operations the other already holds, whatever path the operation took.
+replays another ref's snapshot in a merge names the source branch (`lakehouse.merge-source`) and snapshot
+(`lakehouse.source-snapshot`), and keeps the id of the operation's first snapshot as `lakehouse.origin`, so two
+refs can tell which of their operations the other already holds, whatever path the operation took.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ OP = "lakehouse.op"
 FILTER = "lakehouse.filter"
 ORIGIN = "lakehouse.origin"
 MERGE_SOURCE = "lakehouse.merge-source"
+SOURCE_SNAPSHOT = "lakehouse.source-snapshot"
 
 OpKind = Literal["append", "delete", "replace", "foreign"]
 
