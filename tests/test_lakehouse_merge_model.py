@@ -17,6 +17,7 @@ import pytest
 from dagster_lakehouse.lakehouse import Lakehouse, MergeConflict
 
 DAYS = [f"2024-02-0{i}" for i in range(1, 7)]
+NEW_DAYS = ["2024-02-08", "2024-02-09"]  # days the seed does not hold: a replace of one matches no row
 TABLES = ("t0", "t1", "t2")
 
 
@@ -48,7 +49,7 @@ def random_ops(rng: random.Random, counter: list[int]) -> list[Op]:
     ops = []
     for _ in range(rng.randint(1, 4)):
         kind = rng.choice(["append", "replace"])
-        days = tuple(sorted(rng.sample(DAYS, rng.choice([1, 1, 2])))) if kind == "append" else (rng.choice(DAYS),)
+        days = tuple(sorted(rng.sample(DAYS + NEW_DAYS, rng.choice([1, 1, 2])))) if kind == "append" else (rng.choice(DAYS + NEW_DAYS),)
         values = []
         for _ in range(rng.randint(len(days), 3)):  # every day named holds a row
             counter[0] += 1

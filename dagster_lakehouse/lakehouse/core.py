@@ -11,22 +11,17 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Literal
 
-import polars as pl
-import pyarrow as pa
 from pyiceberg.exceptions import (
-    CommitFailedException,
     NamespaceAlreadyExistsError,
     NoSuchTableError,
-    TableAlreadyExistsError,
 )
-from pyiceberg.expressions import AlwaysTrue, BooleanExpression
 from pyiceberg.table import Table
-from sqlalchemy import delete, insert, literal, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from dagster_lakehouse.lakehouse import refs as refstore
+from dagster_lakehouse.lakehouse.branches import BranchOps
 from dagster_lakehouse.lakehouse.catalog import (
-    IcebergNamespaceProperties,
     IcebergTables,
     RefCatalog,
     make_engine,
@@ -36,22 +31,18 @@ from dagster_lakehouse.lakehouse.commits import load_at
 from dagster_lakehouse.lakehouse.config import DEFAULT_PATH, LakehouseConfig
 from dagster_lakehouse.lakehouse.data import DataLike, to_arrow
 from dagster_lakehouse.lakehouse.errors import (
-    ColumnNotFound,
     LakehouseError,
-    ProtectedBranchError,
-    RefAlreadyExists,
-    RefNotFound,
     TableNotFound,
 )
-from dagster_lakehouse.lakehouse.filters import FilterLike, prepare_filter, to_polars
-from dagster_lakehouse.lakehouse.merge import MergeResult, State, TableDiff, diff_states
+from dagster_lakehouse.lakehouse.filters import FilterLike
+from dagster_lakehouse.lakehouse.merge import MergeResult, TableDiff, diff_states
 from dagster_lakehouse.lakehouse.merging import MergeCommit, OnConflict, change_counts
-from dagster_lakehouse.lakehouse.names import MAIN, split_table_name, validate_ref_name
+from dagster_lakehouse.lakehouse.names import MAIN, split_table_name
+from dagster_lakehouse.lakehouse.reads import TableReads
 from dagster_lakehouse.lakehouse.refs import Commit, Ref
 from dagster_lakehouse.lakehouse.writes import WriteCommit
 
 WriteMode = Literal["replace", "append"]
-_RETRYABLE = (CommitFailedException, TableAlreadyExistsError, OperationalError, IntegrityError)
 
 
 @dataclass(frozen=True)
@@ -70,7 +61,7 @@ class WriteResult:
     """The committed PyIceberg table (schema, location, snapshot), so callers need not load it again."""
 
 
-class Lakehouse:
+class Lakehouse(BranchOps, TableReads):
     """A catalog of Iceberg tables with lake-wide branches, tags, merges and branch-aware GC.
 
     A branch is a catalog name in the Iceberg SQL catalog database, so branching copies pointers (one row
@@ -122,143 +113,12 @@ class Lakehouse:
         """Release the catalog database connections."""
         self.engine.dispose()
 
-    # ----- refs -------------------------------------------------------------------------------------
-
-    def _ensure_main(self) -> None:
-        with self.engine.begin() as conn:
-            if refstore.get_ref(conn, MAIN) is None:
-                try:
-                    with conn.begin_nested():
-                        refstore.insert_ref(conn, MAIN, "branch", None, None, {})
-                        refstore.add_commit(conn, MAIN, "create", "created main", [])
-                except IntegrityError:
-                    pass
-
     def catalog(self, ref: str = MAIN) -> RefCatalog:
         """The PyIceberg catalog that sees the tables of `ref` (a branch or tag)."""
         with self._lock:
             if ref not in self._catalogs:
                 self._catalogs[ref] = RefCatalog(ref, self.engine, self._schema_version, **self._catalog_properties)
             return self._catalogs[ref]
-
-    def _get_ref(self, conn: Any, name: str) -> Ref:
-        ref = refstore.get_ref(conn, name)
-        if ref is None:
-            known = ", ".join(r.name for r in refstore.list_refs(conn)) or "none"
-            raise RefNotFound(f"branch or tag '{name}' does not exist (known: {known})")
-        return ref
-
-    def _state(self, conn: Any, ref: str) -> State:
-        rows = conn.execute(
-            select(IcebergTables.table_namespace, IcebergTables.table_name, IcebergTables.metadata_location).where(
-                IcebergTables.catalog_name == ref
-            )
-        )
-        return {f"{ns}.{name}": location for ns, name, location in rows}
-
-    def branches(self) -> list[str]:
-        """Names of all branches, `main` included."""
-        with self.engine.connect() as conn:
-            return [r.name for r in refstore.list_refs(conn, "branch")]
-
-    def tags(self) -> list[str]:
-        """Names of all tags."""
-        with self.engine.connect() as conn:
-            return [r.name for r in refstore.list_refs(conn, "tag")]
-
-    def ref(self, name: str) -> Ref:
-        """Details of a branch or tag: kind, parent, branch point."""
-        with self.engine.connect() as conn:
-            return self._get_ref(conn, name)
-
-    def has_branch(self, name: str) -> bool:
-        """Whether a branch (not a tag) of that name exists."""
-        with self.engine.connect() as conn:
-            ref = refstore.get_ref(conn, name)
-        return ref is not None and not ref.is_tag
-
-    def create_branch(self, name: str, from_ref: str = MAIN, *, exist_ok: bool = False) -> Ref:
-        """Fork `from_ref` in one transaction: copies one catalog row per table, never a data file."""
-        return self._create_ref(name, from_ref, "branch", exist_ok=exist_ok)
-
-    def tag(self, name: str, ref: str = MAIN) -> Ref:
-        """Freeze the current state of `ref` under an immutable tag name."""
-        return self._create_ref(name, ref, "tag", exist_ok=False)
-
-    def _create_ref(self, name: str, from_ref: str, kind: str, *, exist_ok: bool) -> Ref:
-        validate_ref_name(name)
-        try:
-            return self._insert_ref(name, from_ref, kind, exist_ok=exist_ok)
-        except IntegrityError:  # another process created the same ref between our check and insert
-            with self.engine.connect() as conn:
-                existing = refstore.get_ref(conn, name)
-            if existing is not None and exist_ok and existing.kind == kind:
-                return existing
-            raise RefAlreadyExists(f"a branch or tag named '{name}' exists already") from None
-
-    def _insert_ref(self, name: str, from_ref: str, kind: str, *, exist_ok: bool) -> Ref:
-        with self.engine.begin() as conn:
-            existing = refstore.get_ref(conn, name)
-            if existing is not None:
-                if exist_ok and existing.kind == kind:
-                    return existing
-                raise RefAlreadyExists(f"a {existing.kind} named '{name}' exists already")
-            self._get_ref(conn, from_ref)
-            base = self._state(conn, from_ref)
-            fork_seq = refstore.last_seq(conn)
-            tables = IcebergTables.__table__
-            columns = [c.name for c in tables.columns if c.name != "catalog_name"]
-            conn.execute(
-                insert(tables).from_select(
-                    ["catalog_name", *columns],
-                    select(literal(name), *[tables.c[c] for c in columns]).where(tables.c.catalog_name == from_ref),
-                )
-            )
-            props = IcebergNamespaceProperties.__table__
-            pcols = [c.name for c in props.columns if c.name != "catalog_name"]
-            conn.execute(
-                insert(props).from_select(
-                    ["catalog_name", *pcols],
-                    select(literal(name), *[props.c[c] for c in pcols]).where(props.c.catalog_name == from_ref),
-                )
-            )
-            refstore.insert_ref(conn, name, kind, from_ref, fork_seq, base)
-            refstore.set_merge_base(conn, name, from_ref, base)
-            refstore.add_commit(conn, name, "create", f"{kind} '{name}' created from '{from_ref}'", sorted(base))
-            return self._get_ref(conn, name)
-
-    def delete_branch(self, name: str) -> None:
-        """Delete a branch's pointers (never its files: other refs may share them; `gc()` reclaims)."""
-        if name == MAIN:
-            raise ProtectedBranchError("branch 'main' cannot be deleted")
-        self._delete_ref(name, "branch")
-
-    def delete_tag(self, name: str) -> None:
-        """Delete a tag; its files become collectable by `gc()` unless another ref reaches them."""
-        self._delete_ref(name, "tag")
-
-    def _delete_ref(self, name: str, kind: str) -> None:
-        with self.engine.begin() as conn:
-            ref = self._get_ref(conn, name)
-            if ref.kind != kind:
-                raise RefNotFound(f"'{name}' is a {ref.kind}, not a {kind}")
-            conn.execute(delete(IcebergTables).where(IcebergTables.catalog_name == name))
-            conn.execute(delete(IcebergNamespaceProperties).where(IcebergNamespaceProperties.catalog_name == name))
-            refstore.delete_ref(conn, name)
-            refstore.forget_merge_bases(conn, name)
-        with self._lock:
-            self._catalogs.pop(name, None)
-
-    def _check_writable(self, conn: Any, branch: str, allow_main: bool) -> Ref:
-        ref = self._get_ref(conn, branch)
-        if ref.is_tag:
-            raise ProtectedBranchError(f"'{branch}' is a tag; tags are immutable, write to a branch instead")
-        if branch == MAIN and not allow_main:
-            raise ProtectedBranchError(
-                "branch 'main' is protected: write to a branch (lh.create_branch('dev')) and merge it, "
-                "or pass allow_main=True"
-            )
-        return ref
 
     # ----- tables -----------------------------------------------------------------------------------
 
@@ -384,90 +244,6 @@ class Lakehouse:
                 raise TableNotFound(f"table '{name}' does not exist on '{branch}'")
             refstore.add_commit(conn, branch, "drop", f"drop {name}", [name], {name: None})
 
-    def _scan_args(
-        self, name: str, ref: str, columns: Sequence[str] | None, filter: FilterLike
-    ) -> tuple[Table, tuple[str, ...], BooleanExpression, BooleanExpression]:
-        table = self.table(name, ref)
-        schema = table.schema()
-        context = f"table '{name}' on '{ref}': "
-        selected: tuple[str, ...] = ("*",)
-        if columns is not None:
-            if isinstance(columns, str):
-                columns = [columns]
-            known = [f.name for f in schema.fields]
-            missing = [c for c in columns if c not in known]
-            if missing:
-                raise ColumnNotFound(
-                    f"{context}no column {', '.join(map(repr, missing))}; columns are: {', '.join(known)}"
-                )
-            selected = tuple(columns)
-        unbound, bound = prepare_filter(schema, filter, context=context)
-        return table, selected, unbound, bound
-
-    def read_arrow(
-        self,
-        name: str,
-        *,
-        ref: str = MAIN,
-        columns: Sequence[str] | None = None,
-        filter: FilterLike = None,
-        snapshot_id: int | None = None,
-    ) -> pa.Table:
-        """Read table `name` on `ref` as PyArrow, reading only `columns` and the files/row groups `filter` can match."""
-        table, selected, row_filter, _ = self._scan_args(name, ref, columns, filter)
-        scan = table.scan(row_filter=row_filter, selected_fields=selected, snapshot_id=snapshot_id)
-        return scan.to_arrow()
-
-    def read(
-        self,
-        name: str,
-        *,
-        ref: str = MAIN,
-        columns: Sequence[str] | None = None,
-        filter: FilterLike = None,
-        snapshot_id: int | None = None,
-    ) -> pl.DataFrame:
-        """Read table `name` on `ref` as a Polars DataFrame, with column and filter pushdown."""
-        result = pl.from_arrow(self.read_arrow(name, ref=ref, columns=columns, filter=filter, snapshot_id=snapshot_id))
-        assert isinstance(result, pl.DataFrame)
-        return result
-
-    def scan(
-        self,
-        name: str,
-        *,
-        ref: str = MAIN,
-        columns: Sequence[str] | None = None,
-        filter: FilterLike = None,
-        snapshot_id: int | None = None,
-    ) -> pl.LazyFrame:
-        """A Polars LazyFrame over table `name` on `ref`; Polars pushes projection and filter into the scan."""
-        table, selected, _, row_filter = self._scan_args(name, ref, columns, filter)
-        if snapshot_id is None and table.current_snapshot() is None:
-            return pl.from_arrow(table.scan(selected_fields=selected).to_arrow()).lazy()  # type: ignore[union-attr]
-        lazy = pl.scan_iceberg(table, snapshot_id=snapshot_id, storage_options=self._polars_storage_options())
-        if not isinstance(row_filter, AlwaysTrue):
-            lazy = lazy.filter(to_polars(row_filter))
-        if selected != ("*",):
-            lazy = lazy.select(list(selected))
-        return lazy
-
-    def _polars_storage_options(self) -> dict[str, str] | None:
-        """The S3 settings of this lakehouse in Polars' terms, so `AWS_*` variables cannot redirect a scan."""
-        props = self.config.properties
-        pairs = {
-            "aws_endpoint_url": props.get("s3.endpoint"),
-            "aws_endpoint_url_s3": props.get("s3.endpoint"),
-            "aws_region": props.get("s3.region"),
-            "aws_access_key_id": props.get("s3.access-key-id"),
-            "aws_secret_access_key": props.get("s3.secret-access-key"),
-            "aws_session_token": props.get("s3.session-token"),
-        }
-        if props.get("s3.endpoint", "").startswith("http://"):
-            pairs["aws_allow_http"] = "true"
-        options = {key: value for key, value in pairs.items() if value}
-        return options or None
-
     # ----- merge, diff, log ---------------------------------------------------------------------------
 
     def merge(
@@ -504,21 +280,6 @@ class Lakehouse:
             replayed=sorted(plan.replayed),
             resolved=dict(plan.resolved),
         )
-
-    def _merge_namespaces(self, conn: Any, source: str, target: str) -> None:
-        props = IcebergNamespaceProperties
-        existing = {
-            (ns, key)
-            for ns, key in conn.execute(select(props.namespace, props.property_key).where(props.catalog_name == target))
-        }
-        rows = conn.execute(
-            select(props.namespace, props.property_key, props.property_value).where(props.catalog_name == source)
-        ).all()
-        for ns, key, value in rows:
-            if (ns, key) not in existing:
-                conn.execute(
-                    insert(props.__table__).values(catalog_name=target, namespace=ns, property_key=key, property_value=value)
-                )
 
     def diff(self, a: str, b: str) -> list[TableDiff]:
         """Tables added, removed or modified going from ref `a` to ref `b`: snapshot ids, and the rows and files

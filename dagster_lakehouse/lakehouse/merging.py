@@ -18,6 +18,7 @@ from pyiceberg.table import Table
 from pyiceberg.table.update import AddSchemaUpdate, SetCurrentSchemaUpdate
 
 from dagster_lakehouse.lakehouse import refs as refstore
+from dagster_lakehouse.lakehouse.catalog import RefCatalog
 from dagster_lakehouse.lakehouse.commits import CatalogCommit, Pointer, add_log_entry, load_at, stage
 from dagster_lakehouse.lakehouse.errors import LakehouseError, MergeConflict, ProtectedBranchError, TableConflict
 from dagster_lakehouse.lakehouse.filters import prepare_filter
@@ -108,7 +109,8 @@ class MergeCommit(CatalogCommit):
                 conflicts.append(outcome)
             elif outcome is not None:
                 plan.pointers.append(outcome)
-                plan.replayed.append(table)
+                if outcome.location != source_state.get(table):  # not a fast-forward to the source's table
+                    plan.replayed.append(table)
         if conflicts:
             raise MergeConflict(self.source, self.ref, conflicts)
         self.plan = plan
@@ -157,7 +159,7 @@ class MergeCommit(CatalogCommit):
             if op.kind == "delete":
                 row_filter, _ = prepare_filter(tx.table_metadata.schema(), op.filter, context=f"table '{table}': ")
                 delete_rows(tx, row_filter, props)
-            elif op.added:
+            else:
                 append_files(tx, op.added, props)
         return stage(self.lakehouse.catalog(self.ref), table, dst, tx)
 
@@ -174,7 +176,7 @@ class MergeCommit(CatalogCommit):
         return add_log_entry(conn, self.ref, "merge", self.message, pointers, run_id=self.run_id)
 
 
-def _base_schema(catalog, table: str, base: str):
+def _base_schema(catalog: RefCatalog, table: str, base: str) -> Schema | None:
     """The table's schema at the branch point (None if that metadata file is gone)."""
     try:
         return load_at(catalog, table, base).schema()

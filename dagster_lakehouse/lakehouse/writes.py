@@ -20,6 +20,7 @@ from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible, _dataframe_to
 from pyiceberg.manifest import DataFile
 from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC
 from pyiceberg.table import Table, Transaction
+from pyiceberg.table.update import AddSnapshotUpdate
 
 from dagster_lakehouse.lakehouse.catalog import RefCatalog
 from dagster_lakehouse.lakehouse.commits import CatalogCommit, Pointer, add_log_entry, stage
@@ -43,10 +44,17 @@ def append_files(tx: Transaction, files: Sequence[DataFile], props: dict[str, st
 
 
 def delete_rows(tx: Transaction, row_filter: Any, props: dict[str, str]) -> None:
-    """Remove the rows matching `row_filter`: files it wholly matches are dropped, files it partly matches rewritten."""
+    """Remove the rows matching `row_filter`: files it wholly matches are dropped, files it partly matches rewritten.
+
+    A delete that matches no row still leaves a (file-less) snapshot, so the history keeps the operation and a
+    later merge still knows this side replaced those rows.
+    """
+    before = len(tx._updates)
     with warnings.catch_warnings():  # replacing a partition that holds no rows yet is normal
         warnings.filterwarnings("ignore", message=_NO_MATCH_WARNING)
         tx.delete(row_filter, snapshot_properties=props)
+    if not any(isinstance(update, AddSnapshotUpdate) for update in tx._updates[before:]):
+        append_files(tx, (), props)
 
 
 class WriteCommit(CatalogCommit):
@@ -79,7 +87,8 @@ class WriteCommit(CatalogCommit):
         self.message = message
         self.run_id = run_id
         self._check = check
-        self._start: int | None | bool = False  # the snapshot the first attempt saw (False: none made yet)
+        self._started = False
+        self._start: int | None = None  # the table's snapshot when the first attempt planned
         self._files: dict[tuple[int, int], list[DataFile]] = {}
 
     @property
@@ -105,7 +114,7 @@ class WriteCommit(CatalogCommit):
         return add_log_entry(conn, self.ref, "write", self.message, pointers, run_id=self.run_id)
 
     def _create(self) -> Transaction:
-        self._start = None
+        self._started = True
         tx = self.catalog.create_table_transaction(
             self.name, schema=self.data.schema, partition_spec=UNPARTITIONED_PARTITION_SPEC
         )
@@ -140,13 +149,13 @@ class WriteCommit(CatalogCommit):
 
     def _check_race(self, table: Table, row_filter: Any) -> None:
         """On a retry, refuse with `WriteConflict` if the winners added rows this replace would remove."""
-        snapshot = table.current_snapshot()
-        if self._start is False:
-            self._start = snapshot.snapshot_id if snapshot else None
+        if not self._started:
+            snapshot = table.current_snapshot()
+            self._started, self._start = True, snapshot.snapshot_id if snapshot else None
             return
         if self.mode == "append":
             return
-        winners = [table_op(s, table.io) for s in since(chain(table.metadata), self._start)]  # type: ignore[arg-type]
+        winners = [table_op(s, table.io) for s in since(chain(table.metadata), self._start)]
         scope = filter_string(row_filter) if row_filter is not None else None
         reason = race_conflict(scope, winners, table.metadata, table.io)
         if reason is not None:
