@@ -267,6 +267,12 @@ def test_merge_conflict_exit_code_3(seeded: Cli) -> None:
         "conflicts": ["taxi.zones"],
         "reasons": {"taxi.zones": "'dev' replaced all rows while 'main' also changed the table"},
     }
+    assert seeded("branch", "merge", "dev", "--on-conflict", "source") == 0
+    assert "taxi.zones (conflict settled: source's version)" in seeded.out
+    assert "taxi.trips (file-level merge)" in seeded.out
+    with seeded.lakehouse() as lh:
+        assert lh.read("taxi.zones").equals(lh.read("taxi.zones", ref="dev"))
+        assert lh.read("taxi.trips").height == TRIPS.height + 2  # both branches' appended row
 
 
 # ----- tag -----------------------------------------------------------------------------------------------

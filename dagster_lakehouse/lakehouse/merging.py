@@ -96,21 +96,18 @@ class MergeCommit(CatalogCommit):
         for table, location in pointer_plan.changes.items():
             plan.pointers.append(self._switch(table, target_state.get(table), location))
         for table in pointer_plan.conflicts:
-            resolution = self._resolution(table)
-            if resolution == "source":
-                plan.pointers.append(self._switch(table, target_state.get(table), source_state.get(table)))
-                plan.resolved[table] = resolution
-                continue
-            if resolution == "target":
-                plan.resolved[table] = resolution
-                continue
             outcome = self._merge_table(table, base.get(table), source_state.get(table), target_state.get(table))
             if isinstance(outcome, TableConflict):
-                conflicts.append(outcome)
-            elif outcome is not None:
+                resolution = self._resolution(table)
+                if resolution == "fail":
+                    conflicts.append(outcome)
+                    continue
+                plan.resolved[table] = resolution
+                outcome = self._switch(table, target_state.get(table), source_state.get(table)) if resolution == "source" else None
+            elif outcome is not None and outcome.location != source_state.get(table):
+                plan.replayed.append(table)  # not a fast-forward to the source's table
+            if outcome is not None:
                 plan.pointers.append(outcome)
-                if outcome.location != source_state.get(table):  # not a fast-forward to the source's table
-                    plan.replayed.append(table)
         if conflicts:
             raise MergeConflict(self.source, self.ref, conflicts)
         self.plan = plan
