@@ -1,4 +1,5 @@
-"""Start the example project in `dagster dev` on 127.0.0.1 for end-to-end tests, and talk GraphQL to it."""
+"""Start `dagster dev` on 127.0.0.1 for end-to-end tests (the example project, or a test code location such as
+`tests/projects/parallel_backfill`), and talk GraphQL to it."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ class DagsterDev:
     lakehouse_path: Path
     log_path: Path
     log_file: IO[bytes] | None = None
+    location: str = LOCATION
 
     @property
     def url(self) -> str:
@@ -59,7 +61,7 @@ class DagsterDev:
             {
                 "params": {
                     "selector": {
-                        "repositoryLocationName": LOCATION,
+                        "repositoryLocationName": self.location,
                         "repositoryName": "__repository__",
                         "jobName": job,
                         **({"assetSelection": [{"path": p} for p in asset_selection]} if asset_selection else {}),
@@ -71,6 +73,61 @@ class DagsterDev:
         )["launchRun"]
         assert data["__typename"] == "LaunchRunSuccess", data
         return data["run"]["runId"]
+
+    def launch_backfill(
+        self, asset_selection: list[list[str]], partitions: list[str], tags: dict[str, str] | None = None
+    ) -> str:
+        """Launch an asset backfill of `partitions` of the assets (as the UI's "Materialize" > backfill does): the
+        backfill daemon submits one run per partition to the run queue. Returns the backfill id."""
+        data = self.graphql(
+            """mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
+                __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message }
+                ... on PartitionSetNotFoundError { message } ... on PartitionKeysNotFoundError { message }
+                ... on InvalidSubsetError { message } ... on RunConfigValidationInvalid { errors { message } } } }""",
+            {
+                "params": {
+                    "assetSelection": [{"path": p} for p in asset_selection],
+                    "partitionNames": partitions,
+                    "tags": [{"key": k, "value": v} for k, v in (tags or {}).items()],
+                }
+            },
+        )["launchPartitionBackfill"]
+        assert data["__typename"] == "LaunchBackfillSuccess", data
+        return data["backfillId"]
+
+    def runs(self, tags: dict[str, str]) -> list[dict[str, Any]]:
+        """Runs carrying all `tags`: runId, status, startTime, endTime (epoch seconds) and tags (as a dict)."""
+        results = self.graphql(
+            """query($filter: RunsFilter) { runsOrError(filter: $filter) { __typename ... on Runs { results {
+                runId status startTime endTime tags { key value } } } ... on PythonError { message } } }""",
+            {"filter": {"tags": [{"key": k, "value": v} for k, v in tags.items()]}},
+        )["runsOrError"]
+        assert results["__typename"] == "Runs", results
+        return [{**r, "tags": {t["key"]: t["value"] for t in r["tags"]}} for r in results["results"]]
+
+    def asset_events(
+        self, asset_path: list[str], kind: str, partitions: list[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """The asset's `kind` events ("assetMaterializations" or "assetObservations"), newest first: runId,
+        partition, timestamp, tags and metadata (label -> text, int or float value)."""
+        assert kind in ("assetMaterializations", "assetObservations")
+        node = self.graphql(
+            "query($key: AssetKeyInput!, $partitions: [String!]) { assetOrError(assetKey: $key) { __typename"
+            f" ... on Asset {{ {kind}(partitions: $partitions) {{ runId partition timestamp"
+            " tags { key value } metadataEntries { label __typename ... on TextMetadataEntry { text }"
+            " ... on IntMetadataEntry { intRepr } ... on FloatMetadataEntry { floatValue } } } } } }",
+            {"key": {"path": asset_path}, "partitions": partitions},
+        )["assetOrError"]
+        assert node["__typename"] == "Asset", node
+        events = []
+        for event in node[kind]:
+            metadata = {}
+            for entry in event.pop("metadataEntries"):
+                for field in ("text", "intRepr", "floatValue"):
+                    if field in entry:
+                        metadata[entry["label"]] = int(entry[field]) if field == "intRepr" else entry[field]
+            events.append({**event, "tags": {t["key"]: t["value"] for t in event["tags"]}, "metadata": metadata})
+        return events
 
     def run_tags(self, run_id: str) -> dict[str, str]:
         tags = self.graphql(
@@ -165,25 +222,42 @@ def wait_until(predicate: Any, timeout: float, what: str) -> Any:
 
 def start_dagster_dev(root: Path, trips: int = 20_000, timeout: float = 180) -> DagsterDev:
     """Seed a lakehouse under `root`, then start `dagster dev -w workspace.yaml` bound to 127.0.0.1."""
-    bin_dir = Path(sys.executable).parent
     lakehouse_path = root / "lakehouse"
+    env = {"LAKEHOUSE_PATH": str(lakehouse_path)}
+    subprocess.run(
+        [sys.executable, "-m", "example_project.seed", "--trips", str(trips)],
+        cwd=REPO,
+        env=_dagster_env(root, env),
+        check=True,
+    )
+    return launch_dagster_dev(root, REPO / "workspace.yaml", LOCATION, env=env, timeout=timeout)
+
+
+def launch_dagster_dev(
+    root: Path,
+    workspace: Path,
+    location: str,
+    *,
+    env: dict[str, str] | None = None,
+    instance_yaml: str = "",
+    timeout: float = 180,
+) -> DagsterDev:
+    """Start `dagster dev -w <workspace>` bound to 127.0.0.1 with DAGSTER_HOME under `root` (its dagster.yaml is
+    `instance_yaml` plus telemetry off), the lakehouse at `env["LAKEHOUSE_PATH"]` (default `root/lakehouse`) and
+    `env` added to the environment; returns once GraphQL serves the repository of code location `location`."""
+    env = {"LAKEHOUSE_PATH": str(root / "lakehouse"), **(env or {})}
     home = root / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    env = {**os.environ, "LAKEHOUSE_PATH": str(lakehouse_path), "DAGSTER_HOME": str(home)}
-    for var in ("LAKEHOUSE_CATALOG_URI", "LAKEHOUSE_WAREHOUSE"):
-        env.pop(var, None)
-    subprocess.run(
-        [sys.executable, "-m", "example_project.seed", "--trips", str(trips)], cwd=REPO, env=env, check=True
-    )
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n" + instance_yaml)
+    bin_dir = Path(sys.executable).parent
     port = free_port()
     log_path = root / "dagster-dev.log"
     log = log_path.open("wb")
     try:
         process = subprocess.Popen(
-            [str(bin_dir / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+            [str(bin_dir / "dagster"), "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(port)],
             cwd=REPO,
-            env=env,
+            env=_dagster_env(root, env),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -191,18 +265,30 @@ def start_dagster_dev(root: Path, trips: int = 20_000, timeout: float = 180) -> 
     except BaseException:
         log.close()
         raise
-    server = DagsterDev(process, port, lakehouse_path, log_path, log)
+    server = DagsterDev(process, port, Path(env["LAKEHOUSE_PATH"]), log_path, log, location)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             server.stop()  # reaps what it left behind and closes the log
             raise AssertionError(f"dagster dev exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
         try:
-            nodes = server.graphql("{ repositoriesOrError { ... on RepositoryConnection { nodes { name } } } }")
-            if nodes["repositoriesOrError"].get("nodes"):
+            nodes = server.graphql(
+                "{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }"
+            )
+            if any(n["location"]["name"] == location for n in nodes["repositoriesOrError"].get("nodes") or []):
                 return server
         except (OSError, AssertionError):
             pass
         time.sleep(1)
     server.stop()
     raise AssertionError(f"dagster dev did not come up in {timeout}s:\n{log_path.read_text()[-3000:]}")
+
+
+def _dagster_env(root: Path, extra: dict[str, str]) -> dict[str, str]:
+    """The environment of `dagster dev` and the example's seed: DAGSTER_HOME under `root`, the embedded lakehouse
+    (LAKEHOUSE_CATALOG_URI/LAKEHOUSE_WAREHOUSE unset) and `extra`."""
+    (root / "dagster_home").mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "DAGSTER_HOME": str(root / "dagster_home"), **extra}
+    for var in ("LAKEHOUSE_CATALOG_URI", "LAKEHOUSE_WAREHOUSE"):
+        env.pop(var, None)
+    return env

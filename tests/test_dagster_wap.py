@@ -3,8 +3,10 @@
 import hashlib
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date
 from types import SimpleNamespace
 from typing import Any
 
@@ -34,6 +36,7 @@ from dagster_lakehouse.dagster import (
     merge_sensor,
     wap_branch_name,
 )
+from dagster_lakehouse.dagster.sensors.merge import publish_run
 from dagster_lakehouse.dagster.wap import ensure_wap_branch, wap_enabled
 from dagster_lakehouse.lakehouse import Lakehouse
 from dagster_lakehouse.lakehouse.catalog import IcebergTables
@@ -359,6 +362,9 @@ def test_conflict_is_reported_and_keeps_both_branches(local_backend: Any, instan
     (observation,) = data.asset_events
     assert isinstance(observation, dg.AssetObservation) and observation.asset_key == LONG_TRIPS
     assert observation.metadata["lakehouse/conflicting_tables"].value == "taxi.long_trips"
+    reason = observation.metadata["lakehouse/conflict_reason"].value
+    assert reason.startswith("taxi.long_trips: ") and reason.split(": ", 1)[1] in tags[MERGE_REASON_TAG]
+    assert list(observation.metadata["lakehouse/conflict_reasons"].value) == ["taxi.long_trips"]
     assert observation.metadata["lakehouse/target"].value == "main"
     recorded = instance.fetch_observations(LONG_TRIPS, limit=1).records[0].asset_observation
     assert recorded is not None and recorded.metadata["lakehouse/branch"].value == branch
@@ -390,6 +396,20 @@ def test_daemon_free_sequence_merges_twice(local_backend: Any, instance: dg.Dags
     assert store.branches() == ["main"]
     runs = [r.run_id for r in instance.fetch_materializations(LONG_TRIPS, limit=10).records if r.run_id == ""]
     assert len(runs) == 2
+
+
+def test_tick_budget_leaves_runs_for_the_next_tick(local_backend: Any, instance: dg.DagsterInstance) -> None:
+    store = _store(local_backend)
+    seed_trips(store)
+    first = _run(instance, local_backend)
+    second = _run(instance, local_backend, tags={WAP_TAG: "true", "lakehouse/branch": "dev"})
+    sensor = build_merge_sensor(name="one_at_a_time", tick_budget_seconds=0)
+    data = _tick(instance, local_backend, sensor)
+    assert f"run {first.run_id}: merged" in data.skip_message and "1 more run(s) wait" in data.skip_message
+    assert _tags(instance, second.run_id)[MERGE_TAG] == "pending"
+    data = _tick(instance, local_backend, sensor)
+    assert data.skip_message == f"run {second.run_id}: merged"
+    assert store.tables("dev") == ["taxi.long_trips", "taxi.mileage", "taxi.trips"]
 
 
 def test_sensor_keeps_the_branch_when_asked(local_backend: Any, instance: dg.DagsterInstance) -> None:
@@ -525,3 +545,93 @@ def test_runs_of_another_lakehouse_are_left_alone(
     assert _tags(instance, result.run_id)[MERGE_TAG] == "pending"
     _tick(instance, local_backend)
     assert _tags(instance, result.run_id)[MERGE_TAG] == "merged"
+
+
+# ----- concurrent work on one table ------------------------------------------------------------------------
+
+DAYS = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-01-05")
+
+
+@dg.asset(key=["taxi", "daily"], partitions_def=DAYS, metadata={"lakehouse/partition_column": "day"})
+def daily(context: dg.AssetExecutionContext) -> pl.DataFrame:
+    """Two rows of its day, labelled with the run tag `label`."""
+    day = context.partition_time_window.start.date()
+    return pl.DataFrame({"day": [day, day], "label": [context.run.tags["label"]] * 2})
+
+
+def test_wap_runs_of_different_days_merge_and_the_same_day_conflicts(
+    local_backend: Any, instance: dg.DagsterInstance
+) -> None:
+    """Three WAP runs forked from one main: days 1 and 2 both merge (each replaced its own day); a second run of
+    day 1 conflicts, with the table and the day in its reason, and main keeps the first run's rows of day 1."""
+    store = _store(local_backend)
+    seed = pl.DataFrame({"day": [date(2024, 1, d) for d in (1, 2, 3)], "label": ["seed"] * 3})
+    store.write("taxi.daily", seed, branch="main", allow_main=True)  # one file holding every day
+
+    def run(day: str, label: str) -> str:
+        result = dg.materialize(
+            [daily],
+            instance=instance,
+            partition_key=day,
+            resources=_resources(local_backend),
+            tags={WAP_TAG: "true", "label": label},
+        )
+        assert result.success
+        return result.run_id
+
+    first, other_day, same_day = run("2024-01-01", "first"), run("2024-01-02", "other"), run("2024-01-01", "again")
+    definitions = dg.Definitions(assets=[daily], sensors=[merge_sensor], resources=_resources(local_backend))
+    with dg.build_sensor_context(
+        instance=instance, definitions=definitions, resources={"lakehouse": resource_for(local_backend)}
+    ) as context:
+        data = merge_sensor.evaluate_tick(context)
+
+    statuses = {run_id: _tags(instance, run_id)[MERGE_TAG] for run_id in (first, other_day, same_day)}
+    assert statuses == {first: "merged", other_day: "merged", same_day: "conflict"}, data.skip_message
+    reason = _tags(instance, same_day)[MERGE_REASON_TAG]
+    assert "taxi.daily" in reason and "2024-01-01" in reason, reason
+    main = store.read("taxi.daily", ref="main").sort("day", "label")
+    assert main.to_dicts() == [
+        {"day": date(2024, 1, 1), "label": "first"},
+        {"day": date(2024, 1, 1), "label": "first"},
+        {"day": date(2024, 1, 2), "label": "other"},
+        {"day": date(2024, 1, 2), "label": "other"},
+        {"day": date(2024, 1, 3), "label": "seed"},
+    ]
+    published = [e for e in data.asset_events if isinstance(e, dg.AssetMaterialization)]
+    assert sorted(e.partition for e in published) == ["2024-01-01", "2024-01-02"]
+    (observation,) = [e for e in data.asset_events if isinstance(e, dg.AssetObservation)]
+    assert observation.partition == "2024-01-01"
+    assert "2024-01-01" in observation.metadata["lakehouse/conflict_reason"].value
+
+
+def test_publishes_racing_each_other_both_merge(backend: Any, instance: dg.DagsterInstance) -> None:
+    """Two merge sensors (each with its own connection) publish WAP runs of different days at the same moment:
+    whichever loses the race on main's pointer is merged again on fresh metadata, not reported as a conflict."""
+    seed = pl.DataFrame({"day": [date(2024, 1, d) for d in (1, 2, 3)], "label": ["seed"] * 3})
+    _store(backend).write("taxi.daily", seed, branch="main", allow_main=True)
+    runs = []
+    for day in ("2024-01-01", "2024-01-02"):
+        result = dg.materialize(
+            [daily],
+            instance=instance,
+            partition_key=day,
+            resources=_resources(backend),
+            tags={WAP_TAG: "true", "label": day},
+        )
+        assert result.success
+        runs.append(instance.get_run_by_id(result.run_id))
+    stores = [_store(backend), _store(backend)]
+    start = threading.Barrier(2)
+
+    def publish(index: int) -> Any:
+        start.wait()
+        return publish_run(instance, stores[index], runs[index], log=logging.getLogger("racing"))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = list(pool.map(publish, range(2)))
+    assert [o.status for o in outcomes] == ["merged", "merged"], [o.reason for o in outcomes]
+    main = _store(backend).read("taxi.daily", ref="main").sort("day")
+    assert main["label"].to_list() == ["2024-01-01", "2024-01-01", "2024-01-02", "2024-01-02", "seed"]
+    for store in stores:
+        store.close()

@@ -176,7 +176,7 @@ def test_both_replacing_the_same_partition_conflict(lh: Lakehouse) -> None:
     lh.write("t.trips", day("2024-01-02", 1), branch="a", where="day = '2024-01-02'")
     lh.write("t.trips", day("2024-01-02", 2), branch="b", where="day = '2024-01-02'")
     lh.merge("a")
-    conflict = assert_conflict(lh, "b", r"both changed rows where day = '2024-01-02'")
+    conflict = assert_conflict(lh, "b", r"t.trips: both replaced rows where day = '2024-01-02'; nothing was merged")
     assert conflict.conflicts[0].table == "t.trips"
     assert rows(lh) == rows(lh, ref="a")
 
@@ -186,7 +186,7 @@ def test_appending_rows_the_other_side_replaced_conflicts(lh: Lakehouse) -> None
     lh.write("t.trips", day("2024-01-03", 1), branch="a", where="day = '2024-01-03'")
     lh.write("t.trips", day("2024-01-03", 2), branch="b", mode="append")
     lh.merge("b")
-    assert_conflict(lh, "a", r"both changed rows where day = '2024-01-03'")
+    assert_conflict(lh, "a", r"both changed rows where day = '2024-01-03': 'a' replaced them, 'main' appended rows")
 
 
 def test_a_full_replace_against_any_change_conflicts(lh: Lakehouse) -> None:

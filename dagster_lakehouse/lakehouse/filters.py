@@ -234,7 +234,7 @@ class _PolarsExpr(BoundBooleanExpressionVisitor[pl.Expr]):
 
 def filter_string(expression: BooleanExpression) -> str:
     """An unbound expression in the filter syntax `parse_filter` reads back (kept in snapshot summaries)."""
-    return visit(expression, _FilterText())
+    return visit(expression, _FilterText())[0]
 
 
 def _literal_text(value: Any) -> str:
@@ -256,7 +256,17 @@ def _column_text(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-class _FilterText(BooleanExpressionVisitor[str]):
+_OR, _AND, _ATOM = 1, 2, 3
+
+
+def _wrap(part: tuple[str, int], level: int) -> str:
+    text, precedence = part
+    return f"({text})" if precedence < level else text
+
+
+class _FilterText(BooleanExpressionVisitor[tuple[str, int]]):
+    """Filter text with its operator precedence, so only the parentheses that matter are written."""
+
     _COMPARISONS = {
         "EqualTo": "=",
         "NotEqualTo": "!=",
@@ -266,22 +276,25 @@ class _FilterText(BooleanExpressionVisitor[str]):
         "GreaterThanOrEqual": ">=",
     }
 
-    def visit_true(self) -> str:
-        return "true"
+    def visit_true(self) -> tuple[str, int]:
+        return "true", _ATOM
 
-    def visit_false(self) -> str:
-        return "false"
+    def visit_false(self) -> tuple[str, int]:
+        return "false", _ATOM
 
-    def visit_not(self, child_result: str) -> str:
-        return f"not ({child_result})"
+    def visit_not(self, child_result: tuple[str, int]) -> tuple[str, int]:
+        return f"not {_wrap(child_result, _ATOM)}", _ATOM
 
-    def visit_and(self, left_result: str, right_result: str) -> str:
-        return f"({left_result}) and ({right_result})"
+    def visit_and(self, left_result: tuple[str, int], right_result: tuple[str, int]) -> tuple[str, int]:
+        return f"{_wrap(left_result, _AND)} and {_wrap(right_result, _AND + 1)}", _AND
 
-    def visit_or(self, left_result: str, right_result: str) -> str:
-        return f"({left_result}) or ({right_result})"
+    def visit_or(self, left_result: tuple[str, int], right_result: tuple[str, int]) -> tuple[str, int]:
+        return f"{_wrap(left_result, _OR)} or {_wrap(right_result, _OR + 1)}", _OR
 
-    def visit_unbound_predicate(self, predicate: UnboundPredicate) -> str:
+    def visit_unbound_predicate(self, predicate: UnboundPredicate) -> tuple[str, int]:
+        return self._predicate(predicate), _ATOM
+
+    def _predicate(self, predicate: UnboundPredicate) -> str:
         column = _column_text(predicate.term.name)
         kind = type(predicate).__name__
         if kind in self._COMPARISONS:
@@ -298,5 +311,5 @@ class _FilterText(BooleanExpressionVisitor[str]):
             return f"{column} {'like' if kind == 'StartsWith' else 'not like'} {pattern}"
         raise InvalidFilter(f"cannot express {predicate!r} as a filter string")
 
-    def visit_bound_predicate(self, predicate: Any) -> str:
+    def visit_bound_predicate(self, predicate: Any) -> tuple[str, int]:
         raise InvalidFilter("filter_string expects an unbound expression")

@@ -23,6 +23,8 @@ FILTER = "lakehouse.filter"
 ORIGIN = "lakehouse.origin"
 MERGE_SOURCE = "lakehouse.merge-source"
 SOURCE_SNAPSHOT = "lakehouse.source-snapshot"
+REPLACES = "lakehouse.replaces"
+"""On the append half of a replace: the filter of the rows it replaced (empty: all rows), for conflict messages."""
 
 OpKind = Literal["append", "delete", "replace", "foreign"]
 
@@ -46,6 +48,9 @@ class TableOp:
 
     def describe(self) -> str:
         """The operation in words, for conflict messages."""
+        if self.kind == "append" and REPLACES in self.summary:
+            replaced = self.summary[REPLACES]
+            return f"replaced rows where {replaced}" if replaced else "replaced all rows"
         if self.kind == "append":
             return "appended rows"
         if self.kind == "delete":
@@ -55,9 +60,13 @@ class TableOp:
         return f"committed a {self.summary.get('operation', 'snapshot')} outside this package"
 
 
-def op_props(kind: OpKind, filter: str | None = None, origin: int | None = None) -> dict[str, str]:
+def op_props(
+    kind: OpKind, filter: str | None = None, origin: int | None = None, replaces: str | None = None
+) -> dict[str, str]:
     """The summary properties that make a snapshot readable as a `TableOp`."""
     props = {OP: kind}
+    if replaces is not None:
+        props[REPLACES] = replaces
     if filter is not None:
         props[FILTER] = filter
     if origin is not None:

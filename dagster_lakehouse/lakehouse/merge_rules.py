@@ -43,7 +43,7 @@ from pyiceberg.table.metadata import TableMetadata
 
 from dagster_lakehouse.lakehouse.errors import LakehouseError
 from dagster_lakehouse.lakehouse.filters import prepare_filter
-from dagster_lakehouse.lakehouse.history import TableOp
+from dagster_lakehouse.lakehouse.history import REPLACES, TableOp
 from dagster_lakehouse.lakehouse.schema import promotes
 
 
@@ -104,7 +104,9 @@ def merge_conflict(
             if op.kind == "delete":
                 clash = _first_match(op.filter, other_ops, other_meta, io)
                 if clash is not None:
-                    return f"both changed rows where {op.filter} ('{name}' replaced them, '{other}' {clash.describe()})"
+                    if clash.summary.get(REPLACES) == op.filter:
+                        return f"both replaced rows where {op.filter}"
+                    return f"both changed rows where {op.filter}: '{name}' replaced them, '{other}' {clash.describe()}"
     if source_meta.spec().fields != target_meta.spec().fields:
         return f"'{source}' and '{target}' partition the table differently"
     return _schema_conflict(source, target, source_meta.schema(), target_meta.schema(), base_schema)

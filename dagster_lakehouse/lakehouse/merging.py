@@ -22,7 +22,7 @@ from dagster_lakehouse.lakehouse.catalog import RefCatalog
 from dagster_lakehouse.lakehouse.commits import CatalogCommit, Pointer, add_log_entry, load_at, stage
 from dagster_lakehouse.lakehouse.errors import LakehouseError, MergeConflict, ProtectedBranchError, TableConflict
 from dagster_lakehouse.lakehouse.filters import prepare_filter
-from dagster_lakehouse.lakehouse.history import MERGE_SOURCE, SOURCE_SNAPSHOT, TableOp, op_props, pending_ops
+from dagster_lakehouse.lakehouse.history import MERGE_SOURCE, REPLACES, SOURCE_SNAPSHOT, TableOp, op_props, pending_ops
 from dagster_lakehouse.lakehouse.merge import State, plan_merge
 from dagster_lakehouse.lakehouse.merge_rules import merge_conflict
 from dagster_lakehouse.lakehouse.writes import append_files, delete_rows
@@ -152,7 +152,11 @@ class MergeCommit(CatalogCommit):
             next_id = max(s.schema_id for s in dst.metadata.schemas) + 1
             tx._stage((AddSchemaUpdate(schema=schema.model_copy(update={"schema_id": next_id})), SetCurrentSchemaUpdate()))
         for op in ops:
-            props = {**op_props(op.kind, op.filter, origin=op.origin), MERGE_SOURCE: self.source, SOURCE_SNAPSHOT: str(op.snapshot_id)}
+            props = {
+                **op_props(op.kind, op.filter, origin=op.origin, replaces=op.summary.get(REPLACES)),
+                MERGE_SOURCE: self.source,
+                SOURCE_SNAPSHOT: str(op.snapshot_id),
+            }
             if op.kind == "delete":
                 row_filter, _ = prepare_filter(tx.table_metadata.schema(), op.filter, context=f"table '{table}': ")
                 delete_rows(tx, row_filter, props)

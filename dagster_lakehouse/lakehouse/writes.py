@@ -140,11 +140,14 @@ class WriteCommit(CatalogCommit):
         if plan.evolve:
             with tx.update_schema() as update:
                 update.union_by_name(plan.data.schema)
+        replaces = None
         if replace_all:
+            replaces = ""
             delete_rows(tx, AlwaysTrue(), {**self.props, **op_props("replace")})
         elif row_filter is not None:
-            delete_rows(tx, row_filter, {**self.props, **op_props("delete", filter_string(row_filter))})
-        append_files(tx, self._data_files(tx, plan.data), {**self.props, **op_props("append")})
+            replaces = filter_string(row_filter)
+            delete_rows(tx, row_filter, {**self.props, **op_props("delete", replaces)})
+        append_files(tx, self._data_files(tx, plan.data), {**self.props, **op_props("append", replaces=replaces)})
         return tx
 
     def _check_race(self, table: Table, row_filter: Any) -> None:

@@ -10,15 +10,16 @@ A run is merged only when it succeeded, every asset it planned materialized and 
 blocking or not (for a re-execution: the latest evaluation of each check across the run and the runs it
 re-executes). Then the merge is recorded as an `AssetMaterialization` on the target per merged asset, the WAP branch
 is deleted, and the run is tagged `lakehouse/merge=merged`. Otherwise the run is tagged `skipped` (or `conflict`,
-also reported as an `AssetObservation` naming the conflicting tables) with `lakehouse/merge_reason`, and every
-branch is kept for inspection. The run tag is the sensor's state: a run leaves `pending` once handled, so it is
+also reported as an `AssetObservation` naming each conflicting table and why) with `lakehouse/merge_reason`, and
+every branch is kept for inspection. The run tag is the sensor's state: a run leaves `pending` once handled, so it is
 handled once; a run whose handling raised an unexpected error stays pending and is retried on the next tick.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +45,14 @@ from dagster_lakehouse.lakehouse.core import Lakehouse
 from dagster_lakehouse.lakehouse.errors import LakehouseError, MergeConflict, RefNotFound
 from dagster_lakehouse.lakehouse.merge import MergeResult
 
-__all__ = ["MergeOutcome", "RunAudit", "audit_run", "build_merge_sensor", "merge_sensor", "publish_run"]
+__all__ = [
+    "MergeOutcome",
+    "RunAudit",
+    "audit_run",
+    "build_merge_sensor",
+    "merge_sensor",
+    "publish_run",
+]
 
 FINISHED_STATUSES = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 DATA_VERSION_TAG = "dagster/data_version"
@@ -244,12 +252,10 @@ def publish_run(
     try:
         result = lakehouse.merge(source, into=target, message=message, run_id=run_id)
     except MergeConflict as exc:
-        reason = (
-            f"conflict merging {where}: both changed {', '.join(exc.tables)} since the branch point; "
-            f"nothing was merged, both branches kept"
-        )
+        conflicts = {c.table: c.reason for c in exc.conflicts}
+        reason = f"conflict merging {where}: {_conflict_text(conflicts)}; nothing was merged, both branches kept"
         outcome = MergeOutcome(run_id, MERGE_CONFLICT, reason, source, target)
-        outcome.events = _conflict_observations(audit, exc.tables, source, target, run_id, sensor_name)
+        outcome.events = _conflict_observations(audit, conflicts, source, target, run_id, sensor_name)
         return _finish(instance, log, outcome, who)
     except LakehouseError as exc:
         reason = f"merge of {where} refused: {exc}; branches kept"
@@ -354,27 +360,39 @@ def _republished_checks(
     ]
 
 
+def _conflict_text(conflicts: Mapping[str, str]) -> str:
+    return "; ".join(f"{table}: {why}" for table, why in conflicts.items())
+
+
 def _conflict_observations(
-    audit: RunAudit, conflicts: Sequence[str], source: str, target: str, run_id: str, sensor_name: str
+    audit: RunAudit, conflicts: Mapping[str, str], source: str, target: str, run_id: str, sensor_name: str
 ) -> list[dg.AssetMaterialization | dg.AssetObservation]:
-    """One observation per asset (partition) of the run, preferring those whose table conflicts, naming the tables."""
+    """One observation per asset (partition) of the run, preferring those whose table conflicts, naming the tables
+    and why each conflicts (`lakehouse/conflict_reason`: the asset's own table's reason, or all of them)."""
     tables = audit.tables()
     concerned = [ap for ap, table in tables.items() if table in conflicts] or list(audit.materializations)
-    metadata = {
-        "lakehouse/merge": dg.MetadataValue.text(MERGE_CONFLICT),
-        "lakehouse/conflicting_tables": dg.MetadataValue.text(", ".join(conflicts)),
-        "lakehouse/branch": dg.MetadataValue.text(source),
-        "lakehouse/target": dg.MetadataValue.text(target),
-        "lakehouse/run_id": dg.MetadataValue.text(run_id),
-    }
+    details = _conflict_text(conflicts)
     description = (
-        f"{sensor_name} could not merge {source!r} into {target!r}: both changed {', '.join(conflicts)} since the "
-        "branch point; re-run on a fresh branch (or merge the target into the branch) and publish again"
+        f"{sensor_name} could not merge {source!r} into {target!r}: {details}; re-run on a fresh branch (or merge "
+        "the target into the branch) and publish again"
     )
-    return [
-        dg.AssetObservation(asset_key=key, partition=partition, description=description, metadata=metadata)
-        for key, partition in sorted(concerned, key=lambda ap: _label(*ap))
-    ]
+    events: list[dg.AssetMaterialization | dg.AssetObservation] = []
+    for key, partition in sorted(concerned, key=lambda ap: _label(*ap)):
+        table = tables.get((key, partition))
+        own = f"{table}: {conflicts[table]}" if table in conflicts else details
+        metadata = {
+            "lakehouse/merge": dg.MetadataValue.text(MERGE_CONFLICT),
+            "lakehouse/conflicting_tables": dg.MetadataValue.text(", ".join(conflicts)),
+            "lakehouse/conflict_reason": dg.MetadataValue.text(own),
+            "lakehouse/conflict_reasons": dg.MetadataValue.json(dict(conflicts)),
+            "lakehouse/branch": dg.MetadataValue.text(source),
+            "lakehouse/target": dg.MetadataValue.text(target),
+            "lakehouse/run_id": dg.MetadataValue.text(run_id),
+        }
+        events.append(
+            dg.AssetObservation(asset_key=key, partition=partition, description=description, metadata=metadata)
+        )
+    return events
 
 
 def pending_runs(instance: dg.DagsterInstance, warehouse: str, limit: int) -> tuple[list[dg.DagsterRun], int]:
@@ -395,6 +413,7 @@ def build_merge_sensor(
     minimum_interval_seconds: int = 30,
     delete_merged_branch: bool = True,
     runs_per_tick: int = 25,
+    tick_budget_seconds: float = 30.0,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
 ) -> dg.SensorDefinition:
     """A sensor that merges each finished write-audit-publish (or `lakehouse/merge_into`) run whose audit passed.
@@ -402,7 +421,10 @@ def build_merge_sensor(
     Needs the resource `lakehouse` (a `LakehouseResource`). Merges are recorded as asset materializations on the
     target (metadata `lakehouse/branch`, `lakehouse/merged_from`, `lakehouse/snapshot_id`, `lakehouse/merge_commit`,
     `lakehouse/run_id`); `delete_merged_branch` deletes a merged WAP branch (never a `merge_into` run's branch).
-    At most `runs_per_tick` runs are handled per evaluation; the rest wait for the next one.
+    At most `runs_per_tick` runs are handled per evaluation, and no new one once `tick_budget_seconds` have passed
+    (at least one always is): the rest wait for the next evaluation. The budget keeps a tick well inside Dagster's
+    sensor timeout (60 s by default), since runs are tagged as they are merged but the merges' materializations are
+    recorded only when the tick returns.
     """
 
     @dg.sensor(
@@ -429,7 +451,13 @@ def build_merge_sensor(
             return dg.SkipReason(f"no finished run waits to be merged (run tag {MERGE_TAG}={MERGE_PENDING})")
         events: list[dg.AssetMaterialization | dg.AssetObservation | dg.AssetCheckEvaluation] = []
         summary: list[str] = []
-        for run in runs:
+        deadline = time.monotonic() + tick_budget_seconds
+        for index, run in enumerate(runs):
+            if index and time.monotonic() >= deadline:
+                left = f"{len(runs) - index} more run(s) wait for the next tick (tick budget {tick_budget_seconds:g}s)"
+                context.log.info(f"{name}: {left}")
+                summary.append(left)
+                break
             try:
                 outcome = publish_run(
                     context.instance,

@@ -1,0 +1,149 @@
+"""A small Dagster code location for the parallel-backfill end-to-end tests (`tests/test_e2e_parallel_backfill.py`).
+
+Three daily-partitioned assets, each stored in an *unpartitioned* Iceberg table `parallel.<name>` whose rows carry
+their day in column `day`: the IO manager writes a partition as `replace ... where day in [day, day + 1)`. The tests
+seed each table on `main` with one bulk write holding several days, so the data files are shared across days.
+
+- `parallel/wap_days`: backfilled with write-audit-publish, 8 runs at once, each on its own `wap/<run>` branch;
+  the merge sensor publishes them.
+- `parallel/conflict_days`: two concurrent WAP runs replace the same day; the second to merge conflicts.
+- `parallel/branch_days`: backfilled without WAP, 8 runs at once writing one branch.
+
+Each asset has a blocking partitioned check (the audit). The run tags below make runs meet at barriers, so the
+tests know the runs really ran at the same time rather than one after another:
+
+- `parallel/group` + `parallel/size`: the run waits in the asset body, before its write, until `size` runs of the
+  group got there, and again in its check (after its write), so every run of the group has written (and forked its
+  WAP branch) before any of them finishes and can be merged; a run that waits in vain (150 s for the first
+  barrier, 60 s for the second) fails naming the group and the runs that arrived.
+- `parallel/version`: stamped in column `run` of every row the run writes.
+- `parallel/audit_delay`: seconds the check sleeps after the audit barrier (to order the runs' ends).
+
+The barrier folder is `$PARALLEL_BACKFILL_BARRIER_DIR` (the tests set it for `dagster dev`).
+"""
+
+import os
+import time
+import warnings
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from dagster_lakehouse.dagster import LakehouseIOManager, LakehouseResource, build_merge_sensor
+
+DAILY = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-01-11")
+HOURS = 24
+GROUP_TAG = "parallel/group"
+SIZE_TAG = "parallel/size"
+VERSION_TAG = "parallel/version"
+AUDIT_DELAY_TAG = "parallel/audit_delay"
+BARRIER_ENV = "PARALLEL_BACKFILL_BARRIER_DIR"
+BARRIER_TIMEOUT = float(os.environ.get("PARALLEL_BACKFILL_BARRIER_TIMEOUT", "150"))  # all runs start
+AUDIT_BARRIER_TIMEOUT = 60.0  # all runs already run: only their writes lie between the barriers
+SCHEMA = {"day": pl.Date, "hour": pl.Int32, "run": pl.Utf8, "value": pl.Int64}
+
+
+def day_rows(day: str | date, version: str) -> pl.DataFrame:
+    """The rows a run labelled `version` writes for `day`: one per hour, values derived from both."""
+    if isinstance(day, str):
+        day = date.fromisoformat(day)
+    salt = sum(map(ord, version))
+    return pl.DataFrame(
+        {
+            "day": [day] * HOURS,
+            "hour": list(range(HOURS)),
+            "run": [version] * HOURS,
+            "value": [day.toordinal() * 1000 + hour * 10 + salt for hour in range(HOURS)],
+        },
+        schema=SCHEMA,
+    )
+
+
+def days_rows(first: str, last: str, version: str) -> pl.DataFrame:
+    """`day_rows` of every day from `first` to `last` inclusive, in one frame (the seed's bulk write)."""
+    start, end = date.fromisoformat(first), date.fromisoformat(last)
+    return pl.concat([day_rows(start + timedelta(days=n), version) for n in range((end - start).days + 1)])
+
+
+def arrive(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext, stage: str, timeout: float) -> None:
+    """Wait until every run of the run's `parallel/group` reached `stage` (no-op for runs without a group)."""
+    tags = context.run.tags
+    group, size = tags.get(GROUP_TAG), int(tags.get(SIZE_TAG, "0"))
+    if not group or size <= 1:
+        return
+    folder = Path(os.environ[BARRIER_ENV]) / group / stage
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / context.run.run_id).touch()
+    started = time.monotonic()
+    while (arrived := sum(1 for _ in folder.iterdir())) < size:
+        if time.monotonic() - started > timeout:
+            raise dg.Failure(
+                f"only {arrived} of {size} runs of group {group!r} reached {stage!r} within {timeout:.0f}s "
+                f"(arrived: {', '.join(sorted(p.name for p in folder.iterdir()))}): "
+                + (
+                    "the runs did not run concurrently (run queue limit, or a slow launch)"
+                    if stage == "write"
+                    else "another run of the group failed (or hung) between its write and its audit"
+                )
+            )
+        time.sleep(0.1)
+    context.log.info(f"all {size} runs of group {group!r} reached {stage!r} after {time.monotonic() - started:.1f}s")
+
+
+def daily_asset(name: str) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefinition]:
+    """The asset `parallel/<name>` (table `parallel.<name>`, partition column `day`) and its blocking check."""
+    key = dg.AssetKey(["parallel", name])
+
+    @dg.asset(
+        key=key,
+        partitions_def=DAILY,
+        metadata={"lakehouse/partition_column": "day"},
+        group_name="parallel",
+        kinds={"iceberg", "polars"},
+    )
+    def _asset(context: dg.AssetExecutionContext) -> pl.DataFrame:
+        arrive(context, "write", BARRIER_TIMEOUT)
+        return day_rows(context.partition_key, context.run.tags.get(VERSION_TAG) or context.run.run_id)
+
+    def _check(context: dg.AssetCheckExecutionContext, rows: pl.DataFrame) -> dg.AssetCheckResult:
+        # `rows` is read back through the IO manager: the partition's rows on the run's (WAP) branch
+        expected = day_rows(context.partition_key, context.run.tags.get(VERSION_TAG) or context.run.run_id)
+        passed = rows.sort("hour").equals(expected)
+        arrive(context, "audit", AUDIT_BARRIER_TIMEOUT)
+        time.sleep(float(context.run.tags.get(AUDIT_DELAY_TAG, "0")))
+        return dg.AssetCheckResult(passed=passed, metadata={"rows": rows.height})
+
+    with warnings.catch_warnings():  # partitioned asset checks are a preview feature
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        check = dg.asset_check(
+            asset=key, name="one_row_per_hour", partitions_def=DAILY, blocking=True, description="24 rows of its day."
+        )(_check)
+    return _asset, check
+
+
+wap_days, wap_days_check = daily_asset("wap_days")
+conflict_days, conflict_days_check = daily_asset("conflict_days")
+branch_days, branch_days_check = daily_asset("branch_days")
+
+conflict_days_job = dg.define_asset_job(
+    "conflict_days_job",
+    selection=dg.AssetSelection.assets(conflict_days),
+    tags={"lakehouse/wap": "true"},
+    description="Write-audit-publish one day of parallel.conflict_days into main.",
+)
+
+lakehouse = LakehouseResource()
+"""The embedded lakehouse under $LAKEHOUSE_PATH; runs target main unless tagged."""
+
+merge_sensor = build_merge_sensor(minimum_interval_seconds=5, default_status=dg.DefaultSensorStatus.RUNNING)
+
+defs = dg.Definitions(
+    assets=[wap_days, conflict_days, branch_days],
+    asset_checks=[wap_days_check, conflict_days_check, branch_days_check],
+    jobs=[conflict_days_job],
+    sensors=[merge_sensor],
+    resources={"lakehouse": lakehouse, "io_manager": LakehouseIOManager(lakehouse=lakehouse)},
+    executor=dg.in_process_executor,
+)
