@@ -310,3 +310,30 @@ def test_diff_reports_rows_and_files_added_and_removed(lh: Lakehouse) -> None:
     assert change.table == "t.trips" and change.change == "modified"
     assert (change.rows_added, change.rows_removed) == (3, 3)
     assert change.files_added == 3 and change.files_removed == 1
+
+
+def test_a_long_lived_branch_replays_its_operations_as_a_few_snapshots(lh: Lakehouse) -> None:
+    base = forked(lh)
+    serial = base
+    for i in range(1, 25):
+        d = f"2024-02-{i:02d}"
+        if i % 3 == 0:
+            new = day(d, 100 + i)
+            lh.write("t.trips", new, branch="b", mode="append")
+        else:
+            new = day(d, 200 + i, 300 + i)
+            lh.write("t.trips", new, branch="b", where=f"day = '{d}'")
+            serial = serial.filter(pl.col("day") != d)
+        serial = pl.concat([serial, new])
+    lh.write("t.trips", day("2024-02-03", 999), branch="b", where="day = '2024-02-03'")  # replaces its own append
+    serial = pl.concat([serial.filter(pl.col("day") != "2024-02-03"), day("2024-02-03", 999)])
+    lh.write("t.trips", day("2024-03-01", 1), branch="a", mode="append")
+    lh.merge("a")
+    before = len(lh.table("t.trips").snapshots())
+    assert lh.merge("b").replayed == ["t.trips"]
+    want = expected(serial, appended=[day("2024-03-01", 1)])
+    assert rows(lh) == want
+    assert len(lh.table("t.trips").snapshots()) - before <= 4  # two runs: (deletes, appends), then the re-replace
+    lh.merge("main", into="b")
+    assert rows(lh, ref="b") == want
+    assert lh.merge("b").tables == []

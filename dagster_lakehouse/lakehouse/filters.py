@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
-from functools import singledispatch
+from functools import lru_cache, singledispatch
 from typing import Any
 
 import polars as pl
@@ -40,13 +40,19 @@ def parse_filter(expression: FilterLike, *, context: str = "") -> BooleanExpress
     if not isinstance(expression, str):
         raise InvalidFilter(f"{context}filter must be a string or a PyIceberg expression, not {type(expression).__name__}")
     try:
-        return parse(expression)
+        return _parse(expression)
     except ParseException as exc:
         raise InvalidFilter(
             f"{context}cannot parse filter {expression!r} at character {exc.loc + 1}: "
             f"unexpected {expression[exc.loc:exc.loc + 20]!r}; expected comparisons such as "
             "\"col >= 'value'\", \"col in (1, 2)\", \"col is null\", joined by and/or/not"
         ) from exc
+
+
+@lru_cache(maxsize=4096)
+def _parse(expression: str) -> BooleanExpression:
+    """PyIceberg's parser, memoised: merges re-read the same recorded filters many times."""
+    return parse(expression)
 
 
 def prepare_filter(

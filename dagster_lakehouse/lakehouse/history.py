@@ -3,20 +3,22 @@
 Every snapshot this package commits says what it is in its summary: `lakehouse.op` is `append` (its added
 files are new rows), `delete` (rows matching `lakehouse.filter` were removed; its added files are the
 rewritten remainders of files that also held other rows) or `replace` (all rows removed). A snapshot that
-replays another ref's snapshot in a merge names the source branch (`lakehouse.merge-source`) and snapshot
-(`lakehouse.source-snapshot`), and keeps the id of the operation's first snapshot as `lakehouse.origin`, so two
-refs can tell which of their operations the other already holds, whatever path the operation took.
+replays other refs' operations in a merge names the source branch (`lakehouse.merge-source`) and keeps the ids
+of the operations' first snapshots as `lakehouse.origin` (comma-separated: a merge replays a run of operations as
+one delete and one append), so two refs can tell which operations the other already holds, whatever path the
+operations took. Appends are also told apart by their files, which are added by reference everywhere.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from pyiceberg.io import FileIO
 from pyiceberg.manifest import DataFile, ManifestEntryStatus
 from pyiceberg.table.metadata import TableMetadata
-from pyiceberg.table.snapshots import Operation, Snapshot, ancestors_of
+from pyiceberg.table.snapshots import Operation, Snapshot
 
 OP = "lakehouse.op"
 FILTER = "lakehouse.filter"
@@ -24,7 +26,8 @@ ORIGIN = "lakehouse.origin"
 MERGE_SOURCE = "lakehouse.merge-source"
 SOURCE_SNAPSHOT = "lakehouse.source-snapshot"
 REPLACES = "lakehouse.replaces"
-"""On the append half of a replace: the filter of the rows it replaced (empty: all rows), for conflict messages."""
+"""On an append: it first removed the rows matching this filter (empty: all rows). The append half of every replace
+carries it, so the replace is still known where its delete matched no row and left no snapshot of its own."""
 
 OpKind = Literal["append", "delete", "replace", "foreign"]
 
@@ -34,12 +37,26 @@ class TableOp:
     """One snapshot seen as an operation: its kind, row filter (deletes), and the data files it added and removed."""
 
     snapshot_id: int
-    origin: int
+    origins: frozenset[int]
     kind: OpKind
     filter: str | None
     added: tuple[DataFile, ...]
     removed: tuple[DataFile, ...]
     summary: dict[str, str]
+
+    @property
+    def replaces(self) -> str | None:
+        """For an append: the filter of the rows it replaced first (\"\" = all rows), else None."""
+        return self.summary.get(REPLACES) if self.kind == "append" else None
+
+    @property
+    def delete_filter(self) -> str | None:
+        """The filter of the rows this operation removed before adding any (None: it removed none by filter)."""
+        return self.filter if self.kind == "delete" else self.replaces or None
+
+    @property
+    def replaces_all(self) -> bool:
+        return self.kind == "replace" or self.replaces == ""
 
     @property
     def new_rows(self) -> tuple[DataFile, ...]:
@@ -48,9 +65,8 @@ class TableOp:
 
     def describe(self) -> str:
         """The operation in words, for conflict messages."""
-        if self.kind == "append" and REPLACES in self.summary:
-            replaced = self.summary[REPLACES]
-            return f"replaced rows where {replaced}" if replaced else "replaced all rows"
+        if self.replaces is not None:
+            return f"replaced rows where {self.replaces}" if self.replaces else "replaced all rows"
         if self.kind == "append":
             return "appended rows"
         if self.kind == "delete":
@@ -61,7 +77,7 @@ class TableOp:
 
 
 def op_props(
-    kind: OpKind, filter: str | None = None, origin: int | None = None, replaces: str | None = None
+    kind: OpKind, filter: str | None = None, origins: Iterable[int] = (), replaces: str | None = None
 ) -> dict[str, str]:
     """The summary properties that make a snapshot readable as a `TableOp`."""
     props = {OP: kind}
@@ -69,19 +85,26 @@ def op_props(
         props[REPLACES] = replaces
     if filter is not None:
         props[FILTER] = filter
-    if origin is not None:
-        props[ORIGIN] = str(origin)
+    if origins:
+        props[ORIGIN] = ",".join(str(o) for o in sorted(origins))
     return props
 
 
-def _origin(snapshot: Snapshot) -> int:
+def _origins(snapshot: Snapshot) -> frozenset[int]:
     summary = snapshot.summary.additional_properties if snapshot.summary else {}
-    return int(summary.get(ORIGIN, snapshot.snapshot_id))
+    recorded = summary.get(ORIGIN)
+    return frozenset(int(o) for o in recorded.split(",")) if recorded else frozenset({snapshot.snapshot_id})
 
 
 def chain(metadata: TableMetadata) -> list[Snapshot]:
-    """The current snapshot and its ancestors, newest first."""
-    return list(ancestors_of(metadata.current_snapshot(), metadata))
+    """The current snapshot and its ancestors, newest first (one pass: PyIceberg's lookup by id is a scan)."""
+    by_id = {s.snapshot_id: s for s in metadata.snapshots}
+    snapshots: list[Snapshot] = []
+    snapshot = metadata.current_snapshot()
+    while snapshot is not None:
+        snapshots.append(snapshot)
+        snapshot = by_id.get(snapshot.parent_snapshot_id) if snapshot.parent_snapshot_id is not None else None
+    return snapshots
 
 
 def common_ancestor(a: list[Snapshot], b: list[Snapshot]) -> int | None:
@@ -101,8 +124,8 @@ def since(snapshots: list[Snapshot], ancestor: int | None) -> list[Snapshot]:
 
 
 def origins(snapshots: list[Snapshot]) -> set[int]:
-    """The ids of the operations these snapshots hold (a replayed snapshot holds its origin)."""
-    return {_origin(s) for s in snapshots}
+    """The ids of the operations these snapshots hold (a replayed snapshot holds its origins)."""
+    return {o for s in snapshots for o in _origins(s)}
 
 
 def table_op(snapshot: Snapshot, io: FileIO) -> TableOp:
@@ -128,7 +151,7 @@ def table_op(snapshot: Snapshot, io: FileIO) -> TableOp:
         kind = "append" if is_append and not removed else "foreign"
     return TableOp(
         snapshot_id=snapshot.snapshot_id,
-        origin=_origin(snapshot),
+        origins=_origins(snapshot),
         kind=kind,  # type: ignore[arg-type]
         filter=summary.get(FILTER),
         added=tuple(added),
@@ -141,12 +164,25 @@ def pending_ops(side: TableMetadata, other: TableMetadata | None, io: FileIO) ->
     """The operations of `side` that `other` (None: a table that does not exist) does not hold yet, oldest first.
 
     Both chains are walked back to their newest common snapshot; of the snapshots after it, those whose
-    origin the other side also holds (it replayed them, or they replay its own) are skipped.
+    origins the other side all holds (it replayed them, or they replay its own) are skipped, and an append
+    the other side holds in part keeps only the files the other side lacks.
     """
     side_chain, other_chain = chain(side), chain(other) if other is not None else []
     ancestor = common_ancestor(side_chain, other_chain)
     held = origins(other_chain)
-    return [table_op(s, io) for s in since(side_chain, ancestor) if _origin(s) not in held]
+    pending: list[TableOp] = []
+    other_files: set[str] | None = None
+    for snapshot in since(side_chain, ancestor):
+        ids = _origins(snapshot)
+        if ids <= held:
+            continue
+        op = table_op(snapshot, io)
+        if ids & held and op.kind in ("append", "foreign") and not op.removed:
+            if other_files is None:
+                other_files = {f.file_path for s in since(other_chain, ancestor) for f in table_op(s, io).added}
+            op = replace(op, added=tuple(f for f in op.added if f.file_path not in other_files))
+        pending.append(op)
+    return pending
 
 
 def live_files(metadata: TableMetadata, io: FileIO) -> dict[str, DataFile]:

@@ -43,7 +43,7 @@ from pyiceberg.table.metadata import TableMetadata
 
 from dagster_lakehouse.lakehouse.errors import LakehouseError
 from dagster_lakehouse.lakehouse.filters import prepare_filter
-from dagster_lakehouse.lakehouse.history import REPLACES, TableOp
+from dagster_lakehouse.lakehouse.history import TableOp
 from dagster_lakehouse.lakehouse.schema import promotes
 
 
@@ -97,16 +97,19 @@ def merge_conflict(
     sides = ((source, source_ops, target, target_ops, target_meta), (target, target_ops, source, source_ops, source_meta))
     for name, ops, other, other_ops, other_meta in sides:
         for op in ops:
-            if op.kind == "replace":
+            if op.replaces_all:
                 return f"'{name}' replaced all rows while '{other}' also changed the table"
             if op.kind == "foreign" and op.removed:
                 return f"'{name}' {op.describe()} (snapshot {op.snapshot_id}) while '{other}' also changed the table"
-            if op.kind == "delete":
-                clash = _first_match(op.filter, other_ops, other_meta, io)
-                if clash is not None:
-                    if clash.summary.get(REPLACES) == op.filter:
-                        return f"both replaced rows where {op.filter}"
-                    return f"both changed rows where {op.filter}: '{name}' replaced them, '{other}' {clash.describe()}"
+        filters = list(dict.fromkeys(op.delete_filter for op in ops if op.delete_filter))
+        if not filters or _first_match(" or ".join(f"({f})" for f in filters), other_ops, other_meta, io) is None:
+            continue  # one pass over the other side's files for all of this side's filters
+        for filter in filters:
+            clash = _first_match(filter, other_ops, other_meta, io)
+            if clash is not None:
+                if clash.replaces == filter:
+                    return f"both replaced rows where {_short(filter)}"
+                return f"both changed rows where {_short(filter)}: '{name}' replaced them, '{other}' {clash.describe()}"
     if source_meta.spec().fields != target_meta.spec().fields:
         return f"'{source}' and '{target}' partition the table differently"
     return _schema_conflict(source, target, source_meta.schema(), target_meta.schema(), base_schema)
@@ -128,6 +131,12 @@ def _schema_conflict(source: str, target: str, src: Schema, dst: Schema, base: S
         if now.field_type != field.field_type and not promotes(field.field_type, now.field_type):
             return f"'{who}' changed column '{field.name}' from {field.field_type} to {now.field_type}"
     return None
+
+
+def _short(text: str | None, limit: int = 300) -> str:
+    """A filter for a message: a merged run of replaces can hold hundreds of days."""
+    text = text or ""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _columns(schema: Schema) -> str:

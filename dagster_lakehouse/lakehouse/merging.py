@@ -21,10 +21,10 @@ from dagster_lakehouse.lakehouse import refs as refstore
 from dagster_lakehouse.lakehouse.catalog import RefCatalog
 from dagster_lakehouse.lakehouse.commits import CatalogCommit, Pointer, add_log_entry, load_at, stage
 from dagster_lakehouse.lakehouse.errors import LakehouseError, MergeConflict, ProtectedBranchError, TableConflict
-from dagster_lakehouse.lakehouse.filters import prepare_filter
-from dagster_lakehouse.lakehouse.history import MERGE_SOURCE, REPLACES, SOURCE_SNAPSHOT, TableOp, op_props, pending_ops
+from dagster_lakehouse.lakehouse.filters import filter_string, prepare_filter
+from dagster_lakehouse.lakehouse.history import MERGE_SOURCE, SOURCE_SNAPSHOT, TableOp, op_props, pending_ops
 from dagster_lakehouse.lakehouse.merge import State, plan_merge
-from dagster_lakehouse.lakehouse.merge_rules import merge_conflict
+from dagster_lakehouse.lakehouse.merge_rules import holds_matching_rows, merge_conflict
 from dagster_lakehouse.lakehouse.writes import append_files, delete_rows
 
 if TYPE_CHECKING:
@@ -143,26 +143,43 @@ class MergeCommit(CatalogCommit):
         schema_changed = src.schema().as_struct() != dst.schema().as_struct() and (
             base_schema is None or dst.schema().as_struct() == base_schema.as_struct()
         )
-        return self._replay(table, dst, source_ops, src.schema() if schema_changed else None)
+        return self._replay(table, src, dst, source_ops, src.schema() if schema_changed else None)
 
-    def _replay(self, table: str, dst: Table, ops: list[TableOp], schema: Schema | None) -> Pointer:
-        """Apply the source's pending `ops` (and its schema, if only the source changed it) to the target's table."""
+    def _replay(self, table: str, src: Table, dst: Table, ops: list[TableOp], schema: Schema | None) -> Pointer:
+        """Apply the source's pending `ops` (and its schema, if only the source changed it) to the target's table.
+
+        Runs of operations are replayed as one delete (the union of their filters) and one append (all their
+        files): deletes move ahead of appends their filters cannot match, so a long-lived branch's hundreds of
+        operations become a couple of snapshots (PyIceberg re-derives a transaction's metadata per snapshot).
+        """
         tx = dst.transaction()
         if schema is not None:
             next_id = max(s.schema_id for s in dst.metadata.schemas) + 1
             tx._stage((AddSchemaUpdate(schema=schema.model_copy(update={"schema_id": next_id})), SetCurrentSchemaUpdate()))
-        for op in ops:
-            props = {
-                **op_props(op.kind, op.filter, origin=op.origin, replaces=op.summary.get(REPLACES)),
-                MERGE_SOURCE: self.source,
-                SOURCE_SNAPSHOT: str(op.snapshot_id),
-            }
-            if op.kind == "delete":
-                row_filter, _ = prepare_filter(tx.table_metadata.schema(), op.filter, context=f"table '{table}': ")
-                delete_rows(tx, row_filter, props)
-            else:
-                append_files(tx, op.added, props)
+        for filters, appends in _segments(ops, src):
+            combined = " or ".join(f"({f})" for f, _ in filters) if filters else None
+            recorded = True
+            if combined is not None:
+                row_filter, _ = prepare_filter(tx.table_metadata.schema(), combined, context=f"table '{table}': ")
+                combined = filter_string(row_filter)
+                deleting = [op for _, op in filters]
+                origins = {o for op in deleting for o in op.origins}
+                recorded = delete_rows(tx, row_filter, self._props("delete", deleting, combined, origins))
+            if appends or not recorded:  # a delete that matched no row is recorded on the append (REPLACES)
+                group = appends or [op for _, op in filters]
+                origins = {o for op in group for o in op.origins}
+                props = self._props("append", group, None, origins, None if recorded else combined)
+                append_files(tx, [f for a in appends for f in a.added], props)
         return stage(self.lakehouse.catalog(self.ref), table, dst, tx)
+
+    def _props(
+        self, kind: str, ops: list[TableOp], filter: str | None, origins: set[int], replaces: str | None = None
+    ) -> dict[str, str]:
+        return {
+            **op_props(kind, filter, origins=origins, replaces=replaces),  # type: ignore[arg-type]
+            MERGE_SOURCE: self.source,
+            SOURCE_SNAPSHOT: str(ops[-1].snapshot_id),
+        }
 
     def check(self, conn: Connection) -> None:
         self.lakehouse._get_ref(conn, self.source)
@@ -199,3 +216,19 @@ def change_counts(side: Table, other: Table | None) -> dict[str, int]:
             counts["rows_added"] += added
             counts["rows_removed"] += deleted
     return counts
+
+
+def _segments(ops: list[TableOp], source: Table) -> list[tuple[list[tuple[str, TableOp]], list[TableOp]]]:
+    """Split `ops` into runs that each replay as (all deletes, then all appends) with the same result: a delete
+    (or the replace an append records) starts a new run only if its filter matches rows of an append of the run."""
+    segments: list[tuple[list[tuple[str, TableOp]], list[TableOp]]] = [([], [])]
+    for op in ops:
+        filters, appends = segments[-1]
+        if op.delete_filter is not None:
+            if holds_matching_rows(op.delete_filter, [f for a in appends for f in a.added], source.metadata, source.io):
+                segments.append(([], []))
+                filters, appends = segments[-1]
+            filters.append((op.delete_filter, op))
+        if op.kind != "delete":
+            appends.append(op)
+    return segments

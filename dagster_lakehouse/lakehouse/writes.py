@@ -43,18 +43,17 @@ def append_files(tx: Transaction, files: Sequence[DataFile], props: dict[str, st
             append.append_data_file(data_file)
 
 
-def delete_rows(tx: Transaction, row_filter: Any, props: dict[str, str]) -> None:
+def delete_rows(tx: Transaction, row_filter: Any, props: dict[str, str]) -> bool:
     """Remove the rows matching `row_filter`: files it wholly matches are dropped, files it partly matches rewritten.
 
-    A delete that matches no row still leaves a (file-less) snapshot, so the history keeps the operation and a
-    later merge still knows this side replaced those rows.
+    Returns whether it made a snapshot: a delete that matches no row makes none, so the append that follows says
+    what it replaced (`history.REPLACES`).
     """
     before = len(tx._updates)
     with warnings.catch_warnings():  # replacing a partition that holds no rows yet is normal
         warnings.filterwarnings("ignore", message=_NO_MATCH_WARNING)
         tx.delete(row_filter, snapshot_properties=props)
-    if not any(isinstance(update, AddSnapshotUpdate) for update in tx._updates[before:]):
-        append_files(tx, (), props)
+    return any(isinstance(update, AddSnapshotUpdate) for update in tx._updates[before:])
 
 
 class WriteCommit(CatalogCommit):
