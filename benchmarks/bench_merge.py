@@ -1,6 +1,6 @@
 """Merge benchmarks: replaying merges (both branches changed a table) against the pointer switch, as same-run ratios.
 
-Run: .venv/bin/python benchmarks/bench_merge.py [--quick] [--backends local,pg-s3] [--sections replay,where]
+Run: .venv/bin/python benchmarks/bench_merge.py [--quick] [--backends local,pg-s3] [--sections replay,where,long]
                                                 [--profile] [--json out.json]
 
 Not a test and never run in CI. Every measurement forks fresh branches from `main` in each round, and the rounds
@@ -72,6 +72,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "repeat": {"local": 11, "pg-s3": 5},
         "repeat_many": {"local": 5, "pg-s3": 2},
         "repeat_where": {"local": 7, "pg-s3": 3},
+        "repeat_long": {"local": 2, "pg-s3": 1},
         "rows_per_day": 100_000,
     },
     "quick": {
@@ -80,6 +81,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "repeat": {"local": 5, "pg-s3": 3},
         "repeat_many": {"local": 3, "pg-s3": 2},
         "repeat_where": {"local": 3, "pg-s3": 3},
+        "repeat_long": {"local": 1, "pg-s3": 1},
         "rows_per_day": 20_000,
     },
 }
@@ -710,11 +712,65 @@ def bench_where(report: Report, backends: Backends, profile: dict[str, Any], for
 # ----- main -------------------------------------------------------------------------------------------
 
 
+# ----- long: a long-lived branch with many pending operations ------------------------------------------------
+
+LONG_TABLE = "t.long"
+LONG_COUNTS = (25, 150)
+
+
+def bench_long(report: Report, backends: Backends, profile: dict[str, Any], force_profile: bool) -> None:
+    """A branch that made N operations (alternately an append and a `where=` replace of a new day) merged into a
+    main that appended once meanwhile: the replay groups them, so its cost should grow with N, not N squared."""
+    backend = backends.name
+    repeat = profile["repeat_long"][backend]
+    lh = backends.make("long")
+    lh.write(LONG_TABLE, day_frame(0, 1000, 0), branch="main", allow_main=True, message="seed")
+    log(f"{backend} long: merges of branches with {' and '.join(map(str, LONG_COUNTS))} pending operations, x{repeat}")
+    timings = {n: report.timing(backend, f"replay merge: {n} pending operations") for n in LONG_COUNTS}
+    day = 1
+    for r in range(repeat + 1):
+        for n in rotated(list(LONG_COUNTS), r):
+            a, b = f"bench/long-a-{r}-{n}", f"bench/long-b-{r}-{n}"
+            lh.create_branch(a)
+            lh.create_branch(b)
+            for i in range(n):
+                frame, name = day_frame(day, 10, day * 10), day_name(day)
+                if i % 2:
+                    lh.write(LONG_TABLE, frame, branch=b, where=f"day = '{name}'", message="bench long")
+                else:
+                    lh.write(LONG_TABLE, frame, branch=b, mode="append", message="bench long")
+                day += 1
+            lh.write(LONG_TABLE, day_frame(day, 10, day * 10), branch=a, mode="append", message="bench long a")
+            day += 1
+            lh.merge(a)
+            before = len(lh.table(LONG_TABLE).snapshots())
+            seconds, result = timed(lambda b=b: lh.merge(b))
+            check_merge(result, [LONG_TABLE], True, f"long: merge of {n} operations")
+            if r:
+                timings[n].times.append(seconds)
+            added = len(lh.table(LONG_TABLE).snapshots()) - before
+            if r == repeat:
+                report.notes.append(f"long ({backend}): the merge of {n} pending operations added {added} snapshots")
+            lh.delete_branch(a)
+            lh.delete_branch(b)
+    rows = lh.read(LONG_TABLE, columns=["day"]).height
+    if rows != 1000 + 10 * (day - 1):
+        raise AssertionError(f"long: main holds {rows} rows, expected {1000 + 10 * (day - 1)}")
+    few, many = LONG_COUNTS
+    report.ratio(
+        backend,
+        f"replay {many} / {few} pending operations",
+        f"replay merge: {many} pending operations",
+        f"replay merge: {few} pending operations",
+        f"~{many // few} (linear); main's history also grows each round",
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="100 MB big table, smaller days table, fewer rounds")
     parser.add_argument("--backends", default="local", help="comma-separated: local, pg-s3 (default: local)")
-    parser.add_argument("--sections", default="replay,where", help="comma-separated subset of replay, where")
+    parser.add_argument("--sections", default="replay,where,long", help="comma-separated subset of replay, where, long")
     parser.add_argument("--profile", action="store_true", help="cProfile one replay of every case (else only failures)")
     parser.add_argument("--json", metavar="PATH", help="also write every timing and ratio to this JSON file")
     parser.add_argument("--moto-worker", action="store_true", help=argparse.SUPPRESS)
@@ -723,7 +779,7 @@ def main() -> int:
         return moto_worker()
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     backends = [s.strip() for s in args.backends.split(",") if s.strip()]
-    if set(sections) - {"replay", "where"} or set(backends) - {"local", "pg-s3"}:
+    if set(sections) - {"replay", "where", "long"} or set(backends) - {"local", "pg-s3"}:
         parser.error(f"unknown section or backend in {args.sections!r} / {args.backends!r}")
     profile = PROFILES["quick" if args.quick else "full"]
 
@@ -753,7 +809,8 @@ def main() -> int:
                 for section in sections:
                     section_start = time.perf_counter()
                     try:
-                        (bench_replay if section == "replay" else bench_where)(report, servers, profile, args.profile)
+                        bench = {"replay": bench_replay, "where": bench_where, "long": bench_long}[section]
+                        bench(report, servers, profile, args.profile)
                     except Exception as exc:  # noqa: BLE001 - one failed section must not hide the others' results
                         traceback.print_exc()
                         report.skipped.append(f"{backend} {section} FAILED: {type(exc).__name__}: {exc}")

@@ -82,6 +82,28 @@ def load_at(catalog: RefCatalog, name: str, location: str) -> Table:
     )
 
 
+class _Transaction(Transaction):
+    """PyIceberg's transaction, deriving its metadata once per staged change instead of on every read.
+
+    `Transaction.table_metadata` re-applies every staged update to a deep copy of the table's metadata each time it
+    is read, and a snapshot producer reads it a dozen times: that made replays and writes slow down with history.
+    Staged updates only ever grow (`_stage` appends), so their count keys the cached result.
+    """
+
+    _derived: tuple[int, TableMetadata] | None = None
+
+    @property
+    def table_metadata(self) -> TableMetadata:
+        if self._derived is None or self._derived[0] != len(self._updates):
+            self._derived = (len(self._updates), super().table_metadata)
+        return self._derived[1]
+
+
+def transaction(table: Table) -> Transaction:
+    """A transaction on `table` for `stage` (never committed through PyIceberg: `CatalogCommit.run` swaps pointers)."""
+    return _Transaction(table)
+
+
 def stage(catalog: RefCatalog, name: str, current: Table | None, tx: Transaction) -> Pointer:
     """Write the metadata file that `tx` leads to; the ref's pointer is not moved."""
     requirements = tx._requirements if current is not None else (AssertCreate(),)

@@ -19,7 +19,7 @@ from pyiceberg.table.update import AddSchemaUpdate, SetCurrentSchemaUpdate
 
 from dagster_lakehouse.lakehouse import refs as refstore
 from dagster_lakehouse.lakehouse.catalog import RefCatalog
-from dagster_lakehouse.lakehouse.commits import CatalogCommit, Pointer, add_log_entry, load_at, stage
+from dagster_lakehouse.lakehouse.commits import CatalogCommit, Pointer, add_log_entry, load_at, stage, transaction
 from dagster_lakehouse.lakehouse.errors import LakehouseError, MergeConflict, ProtectedBranchError, TableConflict
 from dagster_lakehouse.lakehouse.filters import filter_string, prepare_filter
 from dagster_lakehouse.lakehouse.history import MERGE_SOURCE, SOURCE_SNAPSHOT, TableOp, op_props, pending_ops
@@ -152,7 +152,7 @@ class MergeCommit(CatalogCommit):
         files): deletes move ahead of appends their filters cannot match, so a long-lived branch's hundreds of
         operations become a couple of snapshots (PyIceberg re-derives a transaction's metadata per snapshot).
         """
-        tx = dst.transaction()
+        tx = transaction(dst)
         if schema is not None:
             next_id = max(s.schema_id for s in dst.metadata.schemas) + 1
             tx._stage((AddSchemaUpdate(schema=schema.model_copy(update={"schema_id": next_id})), SetCurrentSchemaUpdate()))

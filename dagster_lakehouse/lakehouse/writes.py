@@ -23,7 +23,7 @@ from pyiceberg.table import Table, Transaction
 from pyiceberg.table.update import AddSnapshotUpdate
 
 from dagster_lakehouse.lakehouse.catalog import RefCatalog
-from dagster_lakehouse.lakehouse.commits import CatalogCommit, Pointer, add_log_entry, stage
+from dagster_lakehouse.lakehouse.commits import CatalogCommit, Pointer, add_log_entry, stage, transaction
 from dagster_lakehouse.lakehouse.errors import WriteConflict
 from dagster_lakehouse.lakehouse.filters import FilterLike, filter_string, prepare_filter
 from dagster_lakehouse.lakehouse.history import chain, op_props, since, table_op
@@ -88,7 +88,7 @@ class WriteCommit(CatalogCommit):
         self._check = check
         self._started = False
         self._start: int | None = None  # the table's snapshot when the first attempt planned
-        self._files: dict[tuple[int, int], list[DataFile]] = {}
+        self._files: dict[tuple[str, int], list[DataFile]] = {}
 
     @property
     def context(self) -> str:
@@ -131,7 +131,7 @@ class WriteCommit(CatalogCommit):
         if self.mode == "replace" and self.where is not None:
             row_filter, _ = prepare_filter(table.schema(), self.where, context=self.context)
         self._check_race(table, row_filter)
-        tx = table.transaction()
+        tx = transaction(table)
         if plan.drop:
             with tx.update_schema() as update:
                 for column in plan.drop:
@@ -164,9 +164,12 @@ class WriteCommit(CatalogCommit):
             raise WriteConflict(self.name, self.ref, reason)
 
     def _data_files(self, tx: Transaction, data: pa.Table) -> list[DataFile]:
-        """Write `data` as Parquet once per (schema, spec) the table has while retrying; reuse it otherwise."""
+        """Write `data` as Parquet once per (schema, spec) the table has while retrying; reuse it otherwise.
+
+        Keyed by the schema's text, field ids included: a concurrent writer may have given a column name another id.
+        """
         metadata = tx.table_metadata
-        key = (metadata.current_schema_id, metadata.default_spec_id)
+        key = (metadata.schema().model_dump_json(), metadata.default_spec_id)
         if key not in self._files:
             _check_pyarrow_schema_compatible(
                 metadata.schema(), provided_schema=data.schema, format_version=metadata.format_version
