@@ -169,7 +169,9 @@ class Lakehouse(BranchOps, TableReads):
 
         `replace` swaps the table's contents (and schema) for `data`; with `where`, only the rows matching
         that filter are replaced (partition-scoped overwrite). `append` adds rows; new columns evolve the
-        schema. Lost commit races are retried on fresh metadata until `commit_timeout`.
+        schema. The pointer swap and the log entry are one catalog transaction. A write that loses a race to
+        a concurrent writer is re-applied on the fresh table until `commit_timeout`, unless it replaces rows
+        the winner added (`WriteConflict`: writes of different partitions never conflict).
         """
         namespace, _ = split_table_name(name)
         if mode not in ("replace", "append"):
