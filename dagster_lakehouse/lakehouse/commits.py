@@ -69,10 +69,8 @@ class Pointer:
         return snapshot.snapshot_id if snapshot else None
 
 
-def load_at(catalog: RefCatalog, name: str, location: str) -> Table:
-    """Table `name` as of metadata file `location` (any ref's), bound to `catalog` for building transactions."""
-    io = catalog._load_file_io(location=location)
-    metadata = FromInputFile.table_metadata(io.new_input(location))
+def table_at(catalog: RefCatalog, name: str, location: str, metadata: TableMetadata) -> Table:
+    """The PyIceberg table `name` with `metadata` (read from `location`), bound to `catalog`."""
     return Table(
         identifier=Catalog.identifier_to_tuple(name),
         metadata=metadata,
@@ -80,6 +78,12 @@ def load_at(catalog: RefCatalog, name: str, location: str) -> Table:
         io=catalog._load_file_io(metadata.properties, location),
         catalog=catalog,
     )
+
+
+def load_at(catalog: RefCatalog, name: str, location: str) -> Table:
+    """Table `name` as of metadata file `location` (any ref's), bound to `catalog` for building transactions."""
+    io = catalog._load_file_io(location=location)
+    return table_at(catalog, name, location, FromInputFile.table_metadata(io.new_input(location)))
 
 
 class _Transaction(Transaction):

@@ -27,7 +27,7 @@ from dagster_lakehouse.lakehouse.catalog import (
     make_engine,
     open_catalog_schema,
 )
-from dagster_lakehouse.lakehouse.commits import load_at
+from dagster_lakehouse.lakehouse.commits import load_at, table_at
 from dagster_lakehouse.lakehouse.config import DEFAULT_PATH, LakehouseConfig
 from dagster_lakehouse.lakehouse.data import DataLike, to_arrow
 from dagster_lakehouse.lakehouse.errors import (
@@ -202,13 +202,7 @@ class Lakehouse(BranchOps, TableReads):
         )
         (pointer,) = commit.run()
         assert pointer.metadata is not None and pointer.location is not None
-        table = Table(
-            identifier=catalog.identifier_to_tuple(name),
-            metadata=pointer.metadata,
-            metadata_location=pointer.location,
-            io=catalog._load_file_io(pointer.metadata.properties, pointer.location),
-            catalog=catalog,
-        )
+        table = table_at(catalog, name, pointer.location, pointer.metadata)
         return WriteResult(
             table=name,
             branch=branch,

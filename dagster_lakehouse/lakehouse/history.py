@@ -183,15 +183,3 @@ def pending_ops(side: TableMetadata, other: TableMetadata | None, io: FileIO) ->
             op = replace(op, added=tuple(f for f in op.added if f.file_path not in other_files))
         pending.append(op)
     return pending
-
-
-def live_files(metadata: TableMetadata, io: FileIO) -> dict[str, DataFile]:
-    """The data files of the current snapshot, by path."""
-    snapshot = metadata.current_snapshot()
-    if snapshot is None:
-        return {}
-    files: dict[str, DataFile] = {}
-    for manifest in snapshot.manifests(io):
-        for entry in manifest.fetch_manifest_entry(io, discard_deleted=True):
-            files[entry.data_file.file_path] = entry.data_file
-    return files

@@ -43,17 +43,18 @@ class MergeResult:
 
 
 @dataclass(frozen=True)
-class MergePlan:
-    """Per table: the metadata file to point the target at (None = drop), plus conflicting tables."""
+class PointerPlan:
+    """Per table changed on one side only: the metadata file to point the target at (None = drop); and the tables
+    both sides changed, which `merging.MergeCommit` merges file by file."""
 
     changes: dict[str, str | None]
-    conflicts: list[str]
+    both_changed: list[str]
 
 
-def plan_merge(base: State, source: State, target: State) -> MergePlan:
-    """Changed on one side only: take that side; changed on both to different states: conflict."""
+def plan_merge(base: State, source: State, target: State) -> PointerPlan:
+    """Changed on one side only: take that side; changed on both to different states: `both_changed`."""
     changes: dict[str, str | None] = {}
-    conflicts: list[str] = []
+    both_changed: list[str] = []
     for table in sorted(set(base) | set(source) | set(target)):
         b, s, t = base.get(table), source.get(table), target.get(table)
         if s == b or s == t:
@@ -61,8 +62,8 @@ def plan_merge(base: State, source: State, target: State) -> MergePlan:
         if t == b:
             changes[table] = s
         else:
-            conflicts.append(table)
-    return MergePlan(changes=changes, conflicts=conflicts)
+            both_changed.append(table)
+    return PointerPlan(changes=changes, both_changed=both_changed)
 
 
 def diff_states(before: State, after: State) -> list[TableDiff]:

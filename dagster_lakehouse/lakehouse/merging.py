@@ -99,7 +99,7 @@ class MergeCommit(CatalogCommit):
         conflicts: list[TableConflict] = []
         for table, location in pointer_plan.changes.items():
             plan.pointers.append(self._switch(table, target_state.get(table), location))
-        for table, outcome in self._merge_tables(pointer_plan.conflicts, base, source_state, target_state):
+        for table, outcome in self._merge_tables(pointer_plan.both_changed, base, source_state, target_state):
             if isinstance(outcome, TableConflict):
                 resolution = self._resolution(table)
                 if resolution == "fail":
