@@ -14,6 +14,7 @@ from dagster_lakehouse.dagster import (
     LakehouseResource,
     branch_partitions,
     build_branch_sync_sensor,
+    build_main_state_sensor,
     build_merge_sensor,
     build_raw_table_sensor,
 )
@@ -23,7 +24,8 @@ TRIPS_AND_ZONES = dg.AssetKey(["taxi", "trips_and_zones"])
 STATS = dg.AssetKey(["taxi", "stats_by_taxi_zones"])
 
 lakehouse = LakehouseResource(branch="dev")
-"""Local `.lakehouse/` unless LAKEHOUSE_CATALOG_URI/LAKEHOUSE_WAREHOUSE say otherwise; runs default to `dev`."""
+"""Local `.lakehouse/` unless LAKEHOUSE_CATALOG_URI/LAKEHOUSE_WAREHOUSE say otherwise; runs default to `dev` (run
+config `resources.lakehouse.config.branch`, the run tag `lakehouse/branch` or a branch partition choose another)."""
 
 notebook_assets = load_notebook_assets(NOTEBOOK)
 
@@ -52,20 +54,27 @@ def stats_are_plausible(stats_by_taxi_zones: pl.DataFrame) -> dg.AssetCheckResul
 
 @dg.asset(
     key=["taxi", "borough_summary"],
-    ins={"stats": dg.AssetIn(key=STATS, metadata={"columns": ["Borough", "trips"]})},
+    ins={
+        "trips": dg.AssetIn(key=["taxi", "trips"], metadata={"columns": ["PULocationID"]}),
+        "zones": dg.AssetIn(key=["taxi", "zones"], metadata={"columns": ["LocationID", "Borough"]}),
+    },
     partitions_def=branch_partitions,
     group_name="branch_reports",
     kinds={"iceberg", "polars"},
 )
-def borough_summary(stats: pl.DataFrame) -> pl.DataFrame:
-    """Trips per borough, one partition per data branch: compare branches side by side in the UI."""
-    return stats.group_by("Borough").agg(trips=pl.col("trips").sum()).sort("Borough")
+def borough_summary(trips: pl.DataFrame, zones: pl.DataFrame) -> pl.DataFrame:
+    """Trips per borough of each branch's raw data, one partition per data branch (`main` included): compare a
+    branch with production side by side. Partition `main` is write-audit-published by merge_sensor."""
+    joined = trips.join(zones, left_on="PULocationID", right_on="LocationID", how="inner")
+    return joined.group_by("Borough").agg(trips=pl.len()).sort("Borough")
 
 
 taxi_job = dg.define_asset_job(
     "taxi_job",
     selection=dg.AssetSelection.groups("taxi"),
-    description="Materialize the taxi models on the run's branch (run tag lakehouse/branch, default dev).",
+    config={"resources": {"lakehouse": {"config": {"branch": "dev"}}}},
+    description="Materialize the taxi models on the branch in the launchpad's config (dev), or the run tag "
+    "lakehouse/branch.",
 )
 
 publish_job = dg.define_asset_job(
@@ -84,7 +93,10 @@ daily_publish = dg.ScheduleDefinition(
 
 RUNNING = dg.DefaultSensorStatus.RUNNING
 merge_sensor = build_merge_sensor(name="merge_sensor", minimum_interval_seconds=5, default_status=RUNNING)
-branch_sync_sensor = build_branch_sync_sensor(name="branch_sync_sensor", default_status=RUNNING)
+main_state_sensor = build_main_state_sensor(name="main_state_sensor", minimum_interval_seconds=5, default_status=RUNNING)
+branch_sync_sensor = build_branch_sync_sensor(
+    name="branch_sync_sensor", minimum_interval_seconds=10, default_status=RUNNING
+)
 raw_taxi_tables_sensor = build_raw_table_sensor(
     [spec for spec in notebook_assets if isinstance(spec, dg.AssetSpec)],
     name="raw_taxi_tables_sensor",
@@ -98,6 +110,6 @@ defs = dg.Definitions(
     asset_checks=[trips_have_zones, stats_are_plausible],
     jobs=[taxi_job, publish_job],
     schedules=[daily_publish],
-    sensors=[merge_sensor, branch_sync_sensor, raw_taxi_tables_sensor],
+    sensors=[merge_sensor, main_state_sensor, branch_sync_sensor, raw_taxi_tables_sensor],
     resources={"lakehouse": lakehouse, "io_manager": LakehouseIOManager(lakehouse=lakehouse)},
 )

@@ -1,13 +1,20 @@
-"""Which lakehouse branch a Dagster run reads and writes: branch partition, run tag, resource default, `main`.
+"""Which lakehouse branch a Dagster run reads and writes, resolved once per step into one `RunBranch`.
 
-A write-audit-publish run (run tag `lakehouse/wap=true` or `LakehouseResource(wap=True)`) reads and writes its own
-branch `wap/<run_id>` instead, forked from that branch (its target); see `dagster_lakehouse.dagster.wap`.
+The branch asked for, first match wins: the step's branch partition key, the run tag `lakehouse/branch`, the
+resource's `branch` (set in code, by `EnvVar`, or in run config: launchpad, `--config-json`, a schedule's run config),
+else `main`. A write-audit-publish run (run tag `lakehouse/wap=true` or `LakehouseResource(wap=True)`) reads and
+writes its own branch `wap/<run_id>` instead, forked from the branch asked for (its target); see
+`dagster_lakehouse.dagster.wap`. A run of branch partition `main` is write-audit-publish unless the resource has
+`allow_main` (or the run tag `lakehouse/wap` says otherwise). The run is tagged with what was resolved (`lakehouse/branch`: the branch it reads
+and writes, `lakehouse/target`: where its work is published), so the tag of a WAP run names its WAP branch and later
+steps find the target in `lakehouse/target`.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -15,10 +22,11 @@ from dagster._core.execution.context.system import StepExecutionContext
 
 from dagster_lakehouse.dagster.errors import BranchResolutionError
 from dagster_lakehouse.dagster.partitions import BRANCH_PARTITIONS_NAME
-from dagster_lakehouse.dagster.wap import WAP_TAG, wap_branch_name, wap_enabled
+from dagster_lakehouse.dagster.wap import MERGE_INTO_TAG, WAP_TAG, wap_branch_name, wap_enabled
 from dagster_lakehouse.lakehouse.names import MAIN
 
 BRANCH_TAG = "lakehouse/branch"
+TARGET_TAG = "lakehouse/target"
 
 RunContext = (
     dg.OutputContext
@@ -30,14 +38,43 @@ RunContext = (
 
 __all__ = [
     "BRANCH_TAG",
+    "TARGET_TAG",
+    "RunBranch",
     "RunContext",
     "branch_dimension",
     "is_branch_partitions",
     "is_wap_run",
     "resolve_branch",
+    "resolve_run_branch",
     "resolve_target_branch",
     "wap_run_id_of",
 ]
+
+
+@dataclass(frozen=True)
+class RunBranch:
+    """Where one step of a run reads and writes, and why: the one value the IO manager, resource and sensors share.
+
+    `branch` is read and written; `target` is where the run's work goes (a WAP run's fork parent, a
+    `lakehouse/merge_into` run's merge target, else `branch` itself); `chosen_by` names the rule that picked the
+    branch asked for (`branch partition`, `run tag`, `resource config`, `default`).
+    """
+
+    branch: str
+    target: str
+    wap: bool
+    chosen_by: str
+
+    def tags(self) -> dict[str, str]:
+        """The run tags that say where the run reads and writes (filterable on the Runs page)."""
+        return {BRANCH_TAG: self.branch, TARGET_TAG: self.target}
+
+    def describe(self) -> str:
+        """One line for run logs: the branch, its target and the rule that chose it."""
+        mode = f"write-audit-publish into {self.target!r}" if self.wap else (
+            f"merged into {self.target!r} when done" if self.target != self.branch else "written directly"
+        )
+        return f"lakehouse branch {self.branch!r} ({mode}; chosen by {self.chosen_by})"
 
 
 def is_branch_partitions(partitions_def: dg.PartitionsDefinition | None) -> bool:
@@ -141,9 +178,13 @@ def run_tags_of(context: RunContext) -> Mapping[str, str]:
 
 
 def resolve_target_branch(context: RunContext, default: str | None = None) -> str:
-    """The run's branch without write-audit-publish, first match wins: branch partition key, run tag
-    `lakehouse/branch`, `default`, `main`. A WAP run forks its branch from this one and publishes into it."""
-    return partition_branch(context) or run_tags_of(context).get(BRANCH_TAG) or default or MAIN
+    """The branch the run asks for, first match wins: branch partition key, run tag `lakehouse/branch`, `default`,
+    `main`. A WAP run forks its branch from this one and publishes into it."""
+    tags = run_tags_of(context)
+    asked, _ = _asked_branch(context, tags, default)
+    if is_wap_run(context) and asked == wap_branch_name(wap_run_id_of(context)):
+        return tags.get(TARGET_TAG) or MAIN
+    return asked
 
 
 def is_wap_run(context: RunContext, default: bool = False) -> bool:
@@ -199,5 +240,72 @@ def wap_run_id_of(context: RunContext) -> str:
 def resolve_branch(context: RunContext, default: str | None = None, *, wap: bool = False) -> str:
     """The branch the run reads and writes: `wap/<run_id>` for a write-audit-publish run (run tag `lakehouse/wap`,
     else `wap`), otherwise its target branch (`resolve_target_branch`)."""
-    target = resolve_target_branch(context, default)
-    return wap_branch_name(wap_run_id_of(context)) if is_wap_run(context, wap) else target
+    return resolve_run_branch(context, default, wap=wap).branch
+
+
+_RESOLVED: OrderedDict[tuple[Any, ...], RunBranch] = OrderedDict()
+_REMEMBERED_STEPS = 4096
+
+
+def resolve_run_branch(
+    context: RunContext, default: str | None = None, *, wap: bool = False, allow_main: bool = False
+) -> RunBranch:
+    """The step's `RunBranch`, resolved once per step (and per resource configuration) and remembered.
+
+    `default` is the resource's `branch`, `wap` its `wap`, `allow_main` its `allow_main`: see the module docstring.
+    """
+    step = step_context_of(context)
+    key = (step.run_id, step.step.key, default, wap, allow_main) if step is not None else None
+    if key is not None and key in _RESOLVED:
+        return _RESOLVED[key]
+    resolved = _resolve(context, default, wap, allow_main)
+    if key is not None:
+        _RESOLVED[key] = resolved
+        while len(_RESOLVED) > _REMEMBERED_STEPS:  # a long-lived code server sees many steps
+            _RESOLVED.popitem(last=False)
+    return resolved
+
+
+def _resolve(context: RunContext, default: str | None, wap_default: bool, allow_main: bool) -> RunBranch:
+    tags = run_tags_of(context)
+    asked, chosen_by = _asked_branch(context, tags, default)
+    wap = is_wap_run(context, wap_default)
+    if asked == MAIN and chosen_by == "branch partition" and not allow_main and WAP_TAG not in tags:
+        wap = True  # partition `main` is published by audit: its run writes its own branch, merged once checks pass
+    return run_branch_from(asked, chosen_by, tags, wap=wap, run_id=wap_run_id_of(context))
+
+
+def run_branch_from(asked: str, chosen_by: str, tags: Mapping[str, str], *, wap: bool, run_id: str) -> RunBranch:
+    """The `RunBranch` of a run that asks for branch `asked`: its WAP branch when `wap` (named by `run_id`, the root
+    run's id), whose target is `asked` unless `asked` is that WAP branch already (then the `lakehouse/target` tag)."""
+    if wap:
+        own = wap_branch_name(run_id)
+        target = (tags.get(TARGET_TAG) or MAIN) if asked == own else asked
+        return RunBranch(own, target, True, chosen_by)
+    merge_into = (tags.get(MERGE_INTO_TAG) or "").strip()
+    return RunBranch(asked, merge_into or asked, False, chosen_by)
+
+
+def run_level_branch(run: dg.DagsterRun, default: str | None, wap_default: bool) -> RunBranch | None:
+    """The `RunBranch` of an unpartitioned run, known from its tags and config before any step runs; None for a
+    partitioned run, whose steps may each be resolved by their branch partition."""
+    tags = run.tags
+    if any(key.startswith(("dagster/partition", "dagster/asset_partition_range")) for key in tags):
+        return None
+    asked, chosen_by = _asked_without_partition(tags, default)
+    return run_branch_from(asked, chosen_by, tags, wap=wap_enabled(tags, wap_default), run_id=run.root_run_id or run.run_id)
+
+
+def _asked_branch(context: RunContext, tags: Mapping[str, str], default: str | None) -> tuple[str, str]:
+    partition = partition_branch(context)
+    if partition:
+        return partition, "branch partition"
+    return _asked_without_partition(tags, default)
+
+
+def _asked_without_partition(tags: Mapping[str, str], default: str | None) -> tuple[str, str]:
+    if tags.get(BRANCH_TAG):
+        return tags[BRANCH_TAG], f"run tag {BRANCH_TAG!r}"
+    if default:
+        return default, "resource config 'branch'"
+    return MAIN, "default"

@@ -1,7 +1,7 @@
 """`LakehouseIOManager`: assets as Iceberg tables on the run's branch, inputs read back with pushdown."""
 
-from __future__ import annotations
 
+import os
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -9,9 +9,13 @@ from typing import Any
 import dagster as dg
 import polars as pl
 import pyarrow as pa
+from dagster._core.execution.context.system import StepExecutionContext
+from pydantic import Field, PrivateAttr
 from pyiceberg.expressions import And
 
+from dagster_lakehouse.dagster.branch import step_context_of
 from dagster_lakehouse.dagster.errors import LakehouseIOError, naming
+from dagster_lakehouse.dagster.lineage import declared_input_columns
 from dagster_lakehouse.dagster.metadata import write_metadata
 from dagster_lakehouse.dagster.resource import LakehouseResource
 from dagster_lakehouse.dagster.scope import (
@@ -36,7 +40,9 @@ from dagster_lakehouse.lakehouse.data import to_arrow
 from dagster_lakehouse.lakehouse.errors import ColumnNotFound, TableNotFound
 from dagster_lakehouse.lakehouse.filters import parse_filter
 
-__all__ = ["LakehouseIOManager"]
+__all__ = ["LAKEHOUSE_RESOURCE_KEY", "LakehouseIOManager"]
+
+LAKEHOUSE_RESOURCE_KEY = "lakehouse"
 
 _READERS = {pl.DataFrame: "read", pl.LazyFrame: "scan", pa.Table: "read_arrow"}
 
@@ -53,10 +59,50 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
     metadata `lakehouse/partition_column` (or `partition_expr`). Inputs take `AssetIn(metadata={"columns": [...],
     "filter": "..."})` and are returned as the parameter's annotation asks: `pl.DataFrame` (default),
     `pl.LazyFrame` or `pa.Table`.
+
+    Run config given to the resource key `lakehouse` (e.g. `{"resources": {"lakehouse": {"config": {"branch":
+    "feat"}}}}` from the launchpad, `--config-json` or a schedule) applies to this IO manager's `lakehouse` too, so
+    one setting moves the whole run; `LakehouseResource.configure_at_launch()` works as well.
     """
 
-    lakehouse: LakehouseResource
-    default_namespace: str = "public"
+    lakehouse: dg.ResourceDependency[LakehouseResource]
+    default_namespace: str = Field(
+        default="public", description="Namespace of assets whose key has one part and no lakehouse/table metadata"
+    )
+    _run_lakehouse: LakehouseResource | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Take the run config of the resource key `lakehouse` into the nested resource: it is one setting."""
+        run = context.run
+        resources = (run.run_config or {}).get("resources") or {} if run is not None else {}
+        overrides = {
+            name: os.environ.get(value["env"]) if isinstance(value, Mapping) and "env" in value else value
+            for name, value in ((resources.get(LAKEHOUSE_RESOURCE_KEY) or {}).get("config") or {}).items()
+        }
+        current = self.lakehouse
+        if overrides and isinstance(current, LakehouseResource):
+            fields = {name: getattr(current, name) for name in type(current).model_fields}
+            if any(fields.get(name) != value for name, value in overrides.items()):
+                self._run_lakehouse = type(current)(**{**fields, **overrides})
+        if run is not None and context.instance is not None:
+            self.store.tag_run_at_start(run, context.instance, context.log)
+
+    @property
+    def store(self) -> LakehouseResource:
+        """The lakehouse resource of this run: the nested `lakehouse`, with the run's config for it."""
+        return self._run_lakehouse or self.lakehouse
+
+    def prepare_step(self, context: dg.AssetExecutionContext | dg.OpExecutionContext | dg.InputContext) -> None:
+        """Before a step's body runs: resolve its branch, tag the run, create the branch, and refuse now (not after
+        an expensive computation) a write the step's lakehouse outputs could not make (protected `main`, a tag)."""
+        step = step_context_of(context)
+        if step is None:
+            return
+        outputs = _lakehouse_outputs(step)
+        what = f"asset {outputs[0]!r}" if len(outputs) == 1 else f"the assets {', '.join(outputs)}" if outputs else (
+            f"step {step.step.key!r}"
+        )
+        self.store.prepare(context, what=what, writes=bool(outputs))
 
     # ----- outputs ------------------------------------------------------------------------------------
 
@@ -74,7 +120,7 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
             raise LakehouseIOError(
                 f"{label}: metadata {MODE_KEY!r} must be one of {', '.join(WRITE_MODES)}, not {mode!r}"
             )
-        branch = self.lakehouse.write_branch_for(context, what=f"{label} (table {table!r})")
+        branch = self.store.write_branch_for(context, what=f"{label} (table {table!r})")
         where = f"{label} (table {table!r} on branch {branch!r})"
         try:
             data = to_arrow(obj)
@@ -86,7 +132,7 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
             properties["dagster.partition-key"] = _partition_label(context.asset_partition_key_range)
         if scope is not None:
             context.log.info(f"{where}: {mode} rows where {scope.text()}")
-        lakehouse = self.lakehouse.get_lakehouse()
+        lakehouse = self.store.get_lakehouse()
         with naming(where):
             result = lakehouse.write(
                 table,
@@ -97,9 +143,11 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
                 message=f"dagster: {mode} {asset_key.to_user_string()}",
                 run_id=context.run_id,
                 snapshot_properties=properties,
-                allow_main=self.lakehouse.allow_main,
+                allow_main=self.store.allow_main,
             )
-        context.add_output_metadata(write_metadata(result, partitioned=context.has_asset_partitions))
+        inputs = declared_input_columns(context)
+        metadata = write_metadata(result, partitioned=context.has_asset_partitions, input_columns=inputs)
+        context.add_output_metadata(metadata)
         if result.snapshot_id is not None:
             _set_data_version(context, dg.DataVersion(str(result.snapshot_id)))
 
@@ -139,13 +187,14 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
         upstream_metadata = upstream.definition_metadata if upstream is not None else {}
         table = table_name_for(context.asset_key, upstream_metadata, self.default_namespace)
         label = f"{_consumer(context)} (table {table!r})"
-        branch = self.lakehouse.read_branch_for(context, what=label)
+        self.prepare_step(context)
+        branch = self.store.read_branch_for(context, what=label)
         where = f"{_consumer(context)} (table {table!r} on branch {branch!r})"
         input_metadata = context.definition_metadata or {}
         columns = _columns(metadata_value(input_metadata, COLUMNS_KEY), where)
         row_filter = metadata_value(input_metadata, FILTER_KEY)
         reader = _reader_for(context, where)
-        lakehouse = self.lakehouse.get_lakehouse()
+        lakehouse = self.store.get_lakehouse()
         with naming(where):
             scope = self._input_scope(context, table, branch, upstream_metadata, where)
             if scope is not None:
@@ -182,7 +231,7 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
         if not data_dimensions(partitions_def):
             return None
         columns = partition_columns(columns_metadata, partitions_def, where)
-        schema = self.lakehouse.get_lakehouse().table(table, branch).schema()
+        schema = self.store.get_lakehouse().table(table, branch).schema()
         known = {field.name: field.field_type for field in schema.fields}
         return build_scope(
             partitions_def,
@@ -191,6 +240,24 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
             lambda c: iceberg_kind(known[c]) if c in known else _missing_column(c, known, where),
             where,
         )
+
+
+def _lakehouse_outputs(step: StepExecutionContext) -> list[str]:
+    """The assets the step writes through a `LakehouseIOManager` (user strings); asset checks write none."""
+    assets_def = step.assets_def
+    if assets_def is None:
+        return []
+    found = []
+    outputs = {o.name for o in step.step.step_outputs}
+    for name, key in assets_def.keys_by_output_name.items():
+        if name not in outputs or not step.op_def.has_output(name):
+            continue
+        output = step.op_def.output_def_named(name)
+        if output.dagster_type.is_nothing or output.dagster_type.typing_type is type(None):
+            continue  # `-> None`: the asset writes nothing through the IO manager
+        if isinstance(getattr(step.resources, output.io_manager_key, None), LakehouseIOManager):
+            found.append(key.to_user_string())
+    return found
 
 
 def _missing_column(column: str, known: Mapping[str, Any], where: str) -> typing.NoReturn:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dagster as dg
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 
+from dagster_lakehouse.dagster.lineage import column_lineage
 from dagster_lakehouse.lakehouse.core import WriteResult
 
 __all__ = ["table_schema", "write_metadata"]
@@ -35,12 +37,19 @@ def total_rows(table: Table, fallback: int) -> int:
     return int(total) if total is not None else fallback
 
 
-def write_metadata(result: WriteResult, *, partitioned: bool = False) -> dict[str, Any]:
-    """Output metadata of one write: row count, schema, table name and URI, branch, snapshot, metadata file."""
+def write_metadata(
+    result: WriteResult,
+    *,
+    partitioned: bool = False,
+    input_columns: Mapping[dg.AssetKey, Sequence[str]] | None = None,
+) -> dict[str, Any]:
+    """Output metadata of one write: row count, schema, table name and URI, branch, snapshot, metadata file, and
+    column lineage for the columns passed through from `input_columns` (the columns each parent was read with)."""
     table = result.iceberg_table
+    schema = table.schema()
     metadata: dict[str, Any] = {
         "dagster/row_count": dg.MetadataValue.int(total_rows(table, result.rows)),
-        "dagster/column_schema": dg.MetadataValue.table_schema(table_schema(table.schema())),
+        "dagster/column_schema": dg.MetadataValue.table_schema(table_schema(schema)),
         "dagster/table_name": dg.MetadataValue.text(result.table),
         "lakehouse/uri": dg.MetadataValue.path(table.location()),
         "lakehouse/branch": dg.MetadataValue.text(result.branch),
@@ -52,4 +61,7 @@ def write_metadata(result: WriteResult, *, partitioned: bool = False) -> dict[st
         metadata["lakehouse/snapshot_id"] = dg.MetadataValue.int(result.snapshot_id)
     if partitioned:
         metadata["dagster/partition_row_count"] = dg.MetadataValue.int(result.rows)
+    lineage = column_lineage([field.name for field in schema.fields], input_columns or {})
+    if lineage is not None:
+        metadata["dagster/column_lineage"] = dg.MetadataValue.column_lineage(lineage)
     return metadata

@@ -11,10 +11,12 @@ import dagster as dg
 from pydantic import Field
 
 from dagster_lakehouse.dagster.branch import (
+    RunBranch,
     RunContext,
     is_wap_run,
-    resolve_branch,
+    resolve_run_branch,
     resolve_target_branch,
+    run_level_branch,
     step_context_of,
     wap_run_id_of,
 )
@@ -32,12 +34,13 @@ from dagster_lakehouse.lakehouse.config import DEFAULT_PATH
 from dagster_lakehouse.lakehouse.core import Lakehouse
 from dagster_lakehouse.lakehouse.errors import ProtectedBranchError, RefNotFound
 from dagster_lakehouse.lakehouse.names import MAIN
+from dagster_lakehouse.lakehouse.refs import Ref
 
 __all__ = ["LakehouseResource", "clear_lakehouse_cache"]
 
 _CACHE: dict[tuple[Any, ...], Lakehouse] = {}
 _CACHE_LOCK = threading.Lock()
-_MARKED_RUNS: OrderedDict[str, None] = OrderedDict()
+_MARKED_RUNS: OrderedDict[tuple[str, RunBranch], None] = OrderedDict()
 _REMEMBERED_RUNS = 1024
 
 
@@ -60,7 +63,11 @@ class LakehouseResource(dg.ConfigurableResource):
     warehouse: str | None = Field(default=None, description="Warehouse URI for data files, e.g. s3://bucket/path")
     path: str = Field(default=DEFAULT_PATH, description="Folder of the embedded lakehouse (SQLite + local files)")
     properties: dict[str, str] = Field(default={}, description="PyIceberg catalog/FileIO properties (s3.endpoint...)")
-    branch: str | None = Field(default=None, description="Branch of runs without a branch partition or tag")
+    branch: str | None = Field(
+        default=None,
+        description="Lakehouse branch this run reads and writes, unless a branch partition or the run tag "
+        "lakehouse/branch names one; created from main on first use. Empty: main (read-only unless allow_main)",
+    )
     allow_main: bool = Field(default=False, description="Allow runs to write to the protected branch 'main'")
     create_branches: bool = Field(default=True, description="Create a run's missing branch from 'main'")
     wap: bool = Field(
@@ -87,13 +94,18 @@ class LakehouseResource(dg.ConfigurableResource):
                 _CACHE[key] = lakehouse
             return lakehouse
 
+    def run_branch(self, context: RunContext, *, what: str = "this run") -> RunBranch:
+        """Where the step of `context` reads and writes (resolved once per step): branch, target, WAP or not."""
+        with naming(what):
+            return resolve_run_branch(context, self.branch, wap=self.wap, allow_main=self.allow_main)
+
     def branch_for(self, context: RunContext) -> str:
         """The branch the run `context` belongs to reads and writes: `wap/<run_id>` for a write-audit-publish run,
         else its target (`target_branch_for`). Does not create it: `read_branch_for`/`write_branch_for` do."""
-        return resolve_branch(context, self.branch, wap=self.wap)
+        return self.run_branch(context).branch
 
     def target_branch_for(self, context: RunContext) -> str:
-        """The run's target branch: branch partition key, run tag `lakehouse/branch`, this resource's `branch`,
+        """The branch the run asks for: branch partition key, run tag `lakehouse/branch`, this resource's `branch`,
         else `main` (first match wins). A WAP run forks its branch from it and is merged into it."""
         return resolve_target_branch(context, self.branch)
 
@@ -102,9 +114,10 @@ class LakehouseResource(dg.ConfigurableResource):
         return is_wap_run(context, self.wap)
 
     def ensure_branch(self, branch: str, *, what: str = "this run") -> str:
-        """Make sure `branch` exists, creating it from `main` when `create_branches` allows; returns it."""
+        """Make sure `branch` exists (a tag is fine to read), creating it from `main` when `create_branches`
+        allows; returns it."""
         lakehouse = self.get_lakehouse()
-        if branch == MAIN or lakehouse.has_branch(branch):
+        if branch == MAIN or self._existing_ref(branch) is not None:
             return branch
         if not self.create_branches:
             raise RefNotFound(
@@ -119,73 +132,93 @@ class LakehouseResource(dg.ConfigurableResource):
                 raise
         return branch
 
+    def _existing_ref(self, name: str) -> Ref | None:
+        try:
+            return self.get_lakehouse().ref(name)
+        except RefNotFound:
+            return None
+
     def check_writable(self, branch: str, *, what: str) -> None:
-        """Refuse a run's write to `main` unless `allow_main` is set, naming what would have been written."""
+        """Refuse a run's write to `main` unless `allow_main` is set, and any write to a tag, naming what would have
+        been written; called before a model runs, so nothing is computed for a write that cannot happen."""
+        ref = self._existing_ref(branch) if branch != MAIN else None
+        if ref is not None and ref.is_tag:
+            raise ProtectedBranchError(
+                f"{what} would be written to {branch!r}, which is a tag (tags are immutable): run it on a branch "
+                f"(a branch partition, run tag 'lakehouse/branch', or the resource's 'branch' in run config)"
+            )
         if branch == MAIN and not self.allow_main:
             raise ProtectedBranchError(
                 f"{what} would be written to branch 'main', which is protected: run it on a branch "
-                f"(a branch partition, run tag 'lakehouse/branch', or LakehouseResource(branch=...)) "
-                f"and merge, or write-audit-publish it (run tag 'lakehouse/wap=true': merge_sensor merges it "
-                f"into 'main' once every check passed), or set LakehouseResource(allow_main=True)"
+                f"(a branch partition, run tag 'lakehouse/branch', or the resource's 'branch', e.g. run config "
+                f"{{'resources': {{'lakehouse': {{'config': {{'branch': 'dev'}}}}}}}}) and merge, or "
+                f"write-audit-publish it (run tag 'lakehouse/wap=true': merge_sensor merges it into 'main' once "
+                f"every check passed), or set LakehouseResource(allow_main=True)"
             )
+
+    def prepare(self, context: RunContext, *, what: str, writes: bool) -> RunBranch:
+        """Resolve the step's branch, refuse it if `writes` and it is not writable, create it if missing (a WAP
+        branch is forked from its target) and tag the run with it; returns the `RunBranch`."""
+        resolved = self.run_branch(context, what=what)
+        if resolved.wap:
+            self.ensure_branch(resolved.target, what=what)
+            with naming(what):
+                ensure_wap_branch(self.get_lakehouse(), wap_run_id_of(context), resolved.target)
+        else:
+            if writes:
+                self.check_writable(resolved.branch, what=what)
+            self.ensure_branch(resolved.branch, what=what)
+        self._tag_run(context, resolved)
+        return resolved
 
     def read_branch_for(self, context: RunContext, *, what: str) -> str:
         """The branch a run reads `what` from: resolved, and created if missing (a WAP branch from its target)."""
-        with naming(what):
-            target = self.target_branch_for(context)
-            wap = self.is_wap(context)
-        if wap:
-            return self._wap_branch(context, target, what=what)
-        return self.ensure_branch(target, what=what)
+        return self.prepare(context, what=what, writes=False).branch
 
     def write_branch_for(self, context: RunContext, *, what: str) -> str:
         """The branch a run writes `what` to: resolved, checked against `main` protection, created if missing.
 
         A WAP run writes its own branch even when the target is `main`: the target changes only by merge.
         """
-        with naming(what):
-            target = self.target_branch_for(context)
-            wap = self.is_wap(context)
-        if wap:
-            return self._wap_branch(context, target, what=what)
-        self.check_writable(target, what=what)
-        branch = self.ensure_branch(target, what=what)
-        self._mark_for_merge(context, wap=False)
-        return branch
+        return self.prepare(context, what=what, writes=True).branch
 
-    def _wap_branch(self, context: RunContext, target: str, *, what: str) -> str:
-        """The run's WAP branch, forked from `target` (created first if missing) on first use."""
-        self.ensure_branch(target, what=what)
-        with naming(what):
-            branch = ensure_wap_branch(self.get_lakehouse(), wap_run_id_of(context), target)
-        self._mark_for_merge(context, wap=True)
-        return branch
+    def tag_run_at_start(self, run: dg.DagsterRun, instance: dg.DagsterInstance, log: Any = None) -> None:
+        """Tag an unpartitioned run with its branch before its first step runs (partitioned runs are tagged by their
+        first step, whose branch partition may choose the branch)."""
+        with naming("this run"):
+            resolved = run_level_branch(run, self.branch, self.wap)
+        if resolved is not None:
+            self._tag(instance, run.run_id, resolved, log)
 
-    def _mark_for_merge(self, context: RunContext, *, wap: bool) -> None:
-        """Tag a run that asks to be published (WAP or `lakehouse/merge_into`) `lakehouse/merge=pending`, once.
+    def _tag_run(self, context: RunContext, resolved: RunBranch) -> None:
+        step = step_context_of(context)
+        if step is not None:
+            self._tag(step.instance, step.run_id, resolved, step.log)
+
+    def _tag(self, instance: dg.DagsterInstance, run_id: str, resolved: RunBranch, log: Any) -> None:
+        """Tag the run with its branch and target (once per run and branch), and a run that asks to be published
+        (WAP or `lakehouse/merge_into`) `lakehouse/merge=pending`.
 
         `merge_sensor` picks up finished runs carrying that tag; `lakehouse/warehouse` names the lakehouse, so a
         sensor on another lakehouse leaves the run alone; a run enabled for WAP by this resource also gets
         `lakehouse/wap=true`, so the sensor and the UI see it as one.
         """
-        step = step_context_of(context)
-        if step is None:
-            return
-        tags = step.run_tags
-        if not wap and MERGE_INTO_TAG not in tags:
-            return
         with _CACHE_LOCK:
-            if step.run_id in _MARKED_RUNS:
+            if (run_id, resolved) in _MARKED_RUNS:
                 return
-            _MARKED_RUNS[step.run_id] = None
+            _MARKED_RUNS[(run_id, resolved)] = None
             while len(_MARKED_RUNS) > _REMEMBERED_RUNS:  # a long-lived code server sees many runs
                 _MARKED_RUNS.popitem(last=False)
-        new_tags = {
-            MERGE_TAG: MERGE_PENDING,
-            MERGE_REASON_TAG: "waiting for the merge sensor",
-            WAREHOUSE_TAG: self.get_lakehouse().config.warehouse,
-        }
-        if wap:
+        run = instance.get_run_by_id(run_id)
+        tags = run.tags if run is not None else {}
+        new_tags = resolved.tags()
+        if resolved.wap or MERGE_INTO_TAG in tags:
+            new_tags[MERGE_TAG] = MERGE_PENDING
+            new_tags[MERGE_REASON_TAG] = "waiting for the merge sensor"
+            new_tags[WAREHOUSE_TAG] = self.get_lakehouse().config.warehouse
+        if resolved.wap:
             new_tags[WAP_TAG] = "true"
         if any(tags.get(key) != value for key, value in new_tags.items()):
-            step.instance.add_run_tags(step.run_id, new_tags)
+            instance.add_run_tags(run_id, new_tags)
+            if log is not None:
+                log.info(f"this run reads and writes {resolved.describe()}")

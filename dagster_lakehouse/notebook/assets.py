@@ -80,7 +80,8 @@ def _model_asset(m: NotebookModel, upstreams: list[Upstream], io_manager_key: st
             group_name=m.group_name,
             io_manager_key=io_manager_key,
             partitions_def=m.spec.partitions,
-        )(_compute_function(m))
+            automation_condition=m.spec.automation_condition,
+        )(_compute_function(m, io_manager_key))
     except NotebookLoadError:
         raise
     except Exception as exc:
@@ -89,8 +90,11 @@ def _model_asset(m: NotebookModel, upstreams: list[Upstream], io_manager_key: st
         ) from exc
 
 
-def _compute_function(m: NotebookModel) -> Callable[..., Any]:
-    """A function that calls the model with its inputs and returns its result, with the model's annotations."""
+def _compute_function(m: NotebookModel, io_manager_key: str) -> Callable[..., Any]:
+    """A function that calls the model with its inputs and returns its result, with the model's annotations.
+
+    Before the model's body runs, a lakehouse IO manager resolves the step's branch and refuses a write that could
+    not happen (protected `main`, a tag), so nothing expensive is computed for it."""
     function = m.function
     try:
         hints = typing.get_type_hints(function, include_extras=True)
@@ -102,16 +106,24 @@ def _compute_function(m: NotebookModel) -> Callable[..., Any]:
         ) from exc
     signature = inspect.signature(function)
     parameters = [
-        inspect.Parameter(
-            name,
-            inspect.Parameter.POSITIONAL_OR_KEYWORD,
-            annotation=hints.get(name, inspect.Parameter.empty),
-        )
-        for name in signature.parameters
+        inspect.Parameter("context", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        *(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                annotation=hints.get(name, inspect.Parameter.empty),
+            )
+            for name in signature.parameters
+        ),
     ]
     returns = hints.get("return", inspect.Signature.empty)
 
-    def compute(**inputs: Any) -> Any:
+    def compute(context, **inputs: Any) -> Any:  # noqa: ANN001 (Dagster refuses a string annotation here)
+        from dagster_lakehouse.dagster.io_manager import LakehouseIOManager
+
+        io_manager = getattr(context.resources, io_manager_key, None)
+        if isinstance(io_manager, LakehouseIOManager):
+            io_manager.prepare_step(context)
         return function(**inputs)
 
     compute.__name__ = m.name

@@ -16,7 +16,7 @@ from dagster_lakehouse.lakehouse.names import split_table_name
 from dagster_lakehouse.notebook.errors import NotebookLoadError
 
 if TYPE_CHECKING:
-    from dagster import PartitionsDefinition
+    from dagster import AutomationCondition, PartitionsDefinition
 
 MODEL_ATTRIBUTE = "__lakehouse_model__"
 MATERIALIZATIONS = ("replace", "append")
@@ -104,6 +104,7 @@ class ModelSpec:
     description: str | None = None
     partition_column: str | Mapping[str, str] | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    automation_condition: AutomationCondition | None = None
 
 
 @overload
@@ -123,6 +124,7 @@ def model(
     description: str | None = None,
     partition_column: str | Mapping[str, str] | None = None,
     metadata: Mapping[str, Any] | None = None,
+    automation_condition: AutomationCondition | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -140,6 +142,7 @@ def model(
     description: str | None = None,
     partition_column: str | Mapping[str, str] | None = None,
     metadata: Mapping[str, Any] | None = None,
+    automation_condition: AutomationCondition | None = None,
 ) -> F | Callable[[F], F]:
     """Mark a notebook function as a Dagster asset; it returns the very same function, so marimo runs it unchanged.
 
@@ -147,6 +150,7 @@ def model(
     table given in `inputs` as `Input("namespace.table", columns=[...], filter="...")`. A model with
     time `partitions` names the column holding the partition in `partition_column` (a dict of dimension ->
     column for multi-partitions), so a run overwrites only its partition's rows. `metadata` adds asset metadata.
+    `automation_condition` (e.g. `dg.AutomationCondition.eager()`) lets Dagster's automation materialize the model.
     """
     if materialization not in MATERIALIZATIONS:
         raise NotebookLoadError(
@@ -192,6 +196,7 @@ def model(
                 f"@model decorates a plain function, not {type(function).__name__}; "
                 "put it directly above `def` and below `@app.function`"
             )
+        _check_automation_condition(automation_condition, name or function.__name__)
         spec = ModelSpec(
             name=name or function.__name__,
             inputs=MappingProxyType(_checked_inputs(function, inputs or {})),
@@ -205,6 +210,7 @@ def model(
                 MappingProxyType(dict(partition_column)) if isinstance(partition_column, Mapping) else partition_column
             ),
             metadata=MappingProxyType(dict(metadata or {})),
+            automation_condition=automation_condition,
         )
         setattr(function, MODEL_ATTRIBUTE, spec)
         return function
@@ -233,6 +239,19 @@ def _check_name(value: object, what: str) -> None:
     if not isinstance(value, str) or not _NAME.match(value):
         raise NotebookLoadError(
             f"@model({what}={value!r}): must start with a letter or '_' and hold only letters, digits and '_'"
+        )
+
+
+def _check_automation_condition(condition: object, model_name: str) -> None:
+    """Refuse anything but a Dagster `AutomationCondition`; dagster is imported only when one is given."""
+    if condition is None:
+        return
+    from dagster import AutomationCondition
+
+    if not isinstance(condition, AutomationCondition):
+        raise NotebookLoadError(
+            f"model {model_name!r}: @model(automation_condition=...) expects a Dagster AutomationCondition such as "
+            f"dg.AutomationCondition.eager(), not {type(condition).__name__} {condition!r}"
         )
 
 

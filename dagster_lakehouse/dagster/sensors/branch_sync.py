@@ -18,13 +18,13 @@ def partition_changes(
     branches: Sequence[str],
     partitions: Sequence[str],
     *,
-    include_main: bool = False,
+    include_main: bool = True,
     exclude_prefixes: Sequence[str] = (WAP_PREFIX,),
 ) -> tuple[list[str], list[str]]:
     """Partition keys to add (branches not yet partitions) and to delete (partitions whose branch is gone).
 
-    `main` (unless `include_main`) and branches starting with an excluded prefix are never added; a key added by
-    hand is deleted only once no branch of that name exists.
+    `main` is added unless `include_main=False`; branches starting with an excluded prefix are never added; a key
+    added by hand is deleted only once no branch of that name exists.
     """
     existing = set(partitions)
     wanted = [
@@ -40,15 +40,17 @@ def partition_changes(
 def build_branch_sync_sensor(
     *,
     name: str = "branch_sync_sensor",
-    include_main: bool = False,
+    include_main: bool = True,
     exclude_prefixes: Sequence[str] = (WAP_PREFIX,),
     minimum_interval_seconds: int = 30,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
 ) -> dg.SensorDefinition:
     """A sensor that adds a `lakehouse_branches` partition per new branch and deletes those of deleted branches.
 
-    Needs the resource `lakehouse` (a `LakehouseResource`). `main` is left out unless `include_main` (runs on it
-    would write the protected branch), and so are WAP branches (`exclude_prefixes`): they are one run's scratch.
+    Needs the resource `lakehouse` (a `LakehouseResource`). `main` is a partition too (unless `include_main=False`),
+    so a branch's partition can be compared with production's: a run of partition `main` write-audit-publishes
+    (it writes `wap/<run_id>`, merged into `main` by `merge_sensor` once its checks pass) unless the resource has
+    `allow_main`. WAP branches are left out (`exclude_prefixes`): they are one run's scratch.
     """
     prefixes = tuple(exclude_prefixes)
 
@@ -86,4 +88,4 @@ def build_branch_sync_sensor(
 
 
 branch_sync_sensor = build_branch_sync_sensor()
-"""The default `branch_sync_sensor` (stopped until turned on; every 30 s; without `main` and `wap/` branches)."""
+"""The default `branch_sync_sensor` (stopped until turned on; every 30 s; with `main`, without `wap/` branches)."""

@@ -56,7 +56,7 @@ __all__ = [
 
 FINISHED_STATUSES = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 DATA_VERSION_TAG = "dagster/data_version"
-_COPIED_TAG_PREFIXES = (
+COPIED_TAG_PREFIXES = (
     "dagster/code_version",
     "dagster/input_data_version/",
     "dagster/input_event_pointer/",
@@ -319,7 +319,7 @@ def _merge_materializations(
                 "lakehouse/run_id": dg.MetadataValue.text(run_id),
             }
         )
-        tags = {k: v for k, v in (written.tags or {}).items() if k.startswith(_COPIED_TAG_PREFIXES)}
+        tags = {k: v for k, v in (written.tags or {}).items() if k.startswith(COPIED_TAG_PREFIXES)}
         if snapshot is not None:
             metadata["lakehouse/snapshot_id"] = dg.MetadataValue.int(snapshot)
             tags[DATA_VERSION_TAG] = str(snapshot)

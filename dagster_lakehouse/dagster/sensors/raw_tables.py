@@ -6,9 +6,10 @@ snapshot as an asset event whose data version (tag `dagster/data_version`) is th
 of the assets downstream of the changed tables. The event is an `AssetMaterialization` (an external write, as
 Dagster reports them) for a plain external asset: Dagster's staleness reads only materializations of non-observable
 assets, so only that makes readers show as stale in the UI (an observation would leave them stale for good). For an
-observable source asset it is an `AssetObservation`. The first evaluation (no cursor) records the snapshots and
-reports them but requests no run, since nothing is known to have changed; a table that appears later counts as
-changed.
+observable source asset it is an `AssetObservation`. The event also carries the table's column schema, row count
+(from the snapshot summary) and location, so the external asset's UI shows what the table holds now. The first
+evaluation (no cursor) records the snapshots and reports them but requests no run, since nothing is known to have
+changed; a table that appears later counts as changed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import dagster as dg
+from pyiceberg.table import Table
 
+from dagster_lakehouse.dagster.metadata import table_schema
 from dagster_lakehouse.dagster.resource import LakehouseResource
 from dagster_lakehouse.dagster.tables import TABLE_KEY, table_name_for
 from dagster_lakehouse.lakehouse.core import Lakehouse
@@ -71,29 +74,50 @@ def raw_tables(assets: Sequence[RawTableLike], default_namespace: str = "public"
     return list(found.values())
 
 
-def _snapshots(lakehouse: Lakehouse, tables: Sequence[RawTable], ref: str) -> dict[str, int | None]:
-    """Current snapshot id of each table on `ref` (None when the table does not exist or has no data)."""
-    snapshots: dict[str, int | None] = {}
+def _load(lakehouse: Lakehouse, tables: Sequence[RawTable], ref: str) -> dict[str, Table]:
+    """The watched tables that exist on `ref`, each loaded once per evaluation."""
+    loaded: dict[str, Table] = {}
     for raw in tables:
         try:
-            snapshots[raw.table] = lakehouse.snapshot_id(raw.table, ref)
+            loaded[raw.table] = lakehouse.table(raw.table, ref)
         except TableNotFound:
-            snapshots[raw.table] = None
-    return snapshots
+            continue
+    return loaded
 
 
-def _report(raw: RawTable, snapshot: int, ref: str, observable: bool) -> dg.AssetMaterialization | dg.AssetObservation:
-    """The event saying `raw` is at `snapshot` on `ref`: data version = snapshot id."""
+def _snapshot_id(table: Table | None) -> int | None:
+    """The table's current snapshot id (None when it does not exist or has no data)."""
+    snapshot = table.current_snapshot() if table is not None else None
+    return snapshot.snapshot_id if snapshot is not None else None
+
+
+def _row_count(table: Table) -> int | None:
+    """Rows in the table's current snapshot, from its summary's `total-records` (None when not recorded)."""
+    snapshot = table.current_snapshot()
+    total = snapshot.summary["total-records"] if snapshot is not None and snapshot.summary else None
+    return int(total) if total is not None else None
+
+
+def _report(
+    raw: RawTable, table: Table, snapshot: int, ref: str, observable: bool
+) -> dg.AssetMaterialization | dg.AssetObservation:
+    """The event saying `raw` is at `snapshot` on `ref` (data version = snapshot id), with its schema and size."""
     event = dg.AssetObservation if observable else dg.AssetMaterialization
+    metadata: dict[str, dg.MetadataValue] = {
+        TABLE_KEY: dg.MetadataValue.text(raw.table),
+        "dagster/table_name": dg.MetadataValue.text(raw.table),
+        "dagster/column_schema": dg.MetadataValue.table_schema(table_schema(table.schema())),
+        "lakehouse/uri": dg.MetadataValue.path(table.location()),
+        "lakehouse/branch": dg.MetadataValue.text(ref),
+        "lakehouse/snapshot_id": dg.MetadataValue.int(snapshot),
+    }
+    rows = _row_count(table)
+    if rows is not None:
+        metadata["dagster/row_count"] = dg.MetadataValue.int(rows)
     return event(
         asset_key=raw.key,
         description=f"snapshot {snapshot} of lakehouse table {raw.table!r} on {ref!r}, written outside Dagster",
-        metadata={
-            TABLE_KEY: dg.MetadataValue.text(raw.table),
-            "dagster/table_name": dg.MetadataValue.text(raw.table),
-            "lakehouse/branch": dg.MetadataValue.text(ref),
-            "lakehouse/snapshot_id": dg.MetadataValue.int(snapshot),
-        },
+        metadata=metadata,
         tags={DATA_VERSION_TAG: str(snapshot)},
     )
 
@@ -166,12 +190,13 @@ def build_raw_table_sensor(
     def _raw_table_sensor(
         context: dg.SensorEvaluationContext, lakehouse: LakehouseResource
     ) -> dg.SensorResult | dg.SkipReason:
-        current = _snapshots(lakehouse.get_lakehouse(), tables, ref)
+        loaded = _load(lakehouse.get_lakehouse(), tables, ref)
+        current = {t.table: _snapshot_id(loaded.get(t.table)) for t in tables}
         observable = _observable(context, tables)
         cursor = json.dumps(current, sort_keys=True)
         if context.cursor is None:
             events = [
-                _report(t, snapshot, ref, t.key in observable)
+                _report(t, loaded[t.table], snapshot, ref, t.key in observable)
                 for t in tables
                 if (snapshot := current[t.table]) is not None
             ]
@@ -189,7 +214,7 @@ def build_raw_table_sensor(
             if cursor == json.dumps(previous, sort_keys=True):
                 return dg.SkipReason(f"no new snapshot of {watched} on {ref!r}")
             return dg.SensorResult(cursor=cursor, skip_reason=f"no new snapshot of {watched} on {ref!r}")
-        events = [_report(t, snapshot, ref, t.key in observable) for t, snapshot in changed.items()]
+        events = [_report(t, loaded[t.table], snapshot, ref, t.key in observable) for t, snapshot in changed.items()]
         what = ", ".join(f"{t.table} (snapshot {previous.get(t.table)} -> {s})" for t, s in changed.items())
         run_key = (
             f"{name}:{ref}:"
