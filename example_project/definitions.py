@@ -92,6 +92,13 @@ daily_publish = dg.ScheduleDefinition(
 )
 
 RUNNING = dg.DefaultSensorStatus.RUNNING
+taxi_automation = dg.AutomationConditionSensorDefinition(
+    "taxi_automation",
+    target=dg.AssetSelection.groups("taxi"),
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Runs the models whose @model(automation_condition=...) asks for it (stats_by_taxi_zones: eager, "
+    "after trips_and_zones changes); turn it on in Automation.",
+)
 merge_sensor = build_merge_sensor(name="merge_sensor", minimum_interval_seconds=5, default_status=RUNNING)
 main_state_sensor = build_main_state_sensor(name="main_state_sensor", minimum_interval_seconds=5, default_status=RUNNING)
 branch_sync_sensor = build_branch_sync_sensor(
@@ -110,6 +117,6 @@ defs = dg.Definitions(
     asset_checks=[trips_have_zones, stats_are_plausible],
     jobs=[taxi_job, publish_job],
     schedules=[daily_publish],
-    sensors=[merge_sensor, main_state_sensor, branch_sync_sensor, raw_taxi_tables_sensor],
+    sensors=[merge_sensor, main_state_sensor, branch_sync_sensor, raw_taxi_tables_sensor, taxi_automation],
     resources={"lakehouse": lakehouse, "io_manager": LakehouseIOManager(lakehouse=lakehouse)},
 )

@@ -187,3 +187,45 @@ def test_dagster_asset_materialize_with_config_json_writes_that_branch_only(tmp_
     with Lakehouse.local(lake) as lh:
         assert "t.numbers" in lh.tables("feat")
         assert "dev" not in lh.branches() and "t.numbers" not in lh.tables("main")
+
+
+def test_the_launchpad_offers_a_typed_branch_field() -> None:
+    """The example's taxi_job opens with `resources.lakehouse.config.branch: dev`, a described String field."""
+    import example_project.definitions as example
+
+    job = example.defs.resolve_job_def("taxi_job")
+    resources = job.run_config_schema.config_type.fields["resources"].config_type.fields
+    branch = resources["lakehouse"].config_type.fields["config"].config_type.fields["branch"]
+    assert "String" in branch.config_type.key and "branch" in (branch.description or "")
+    assert example.taxi_job.config == {"resources": {"lakehouse": {"config": {"branch": "dev"}}}}
+
+
+def test_branch_partition_main_is_written_by_audit_and_published(lake: Path) -> None:
+    """Partition `main` of a branch-partitioned asset never writes `main` directly: its run writes its own WAP
+    branch and merge_sensor publishes it; with allow_main it writes `main` itself."""
+    from dagster_lakehouse.dagster import branch_partitions, merge_sensor
+
+    @dg.asset(key=["t", "per_branch"], partitions_def=branch_partitions)
+    def per_branch() -> pl.DataFrame:
+        return pl.DataFrame({"n": [1, 2]})
+
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(branch_partitions.name, ["main"])
+        resources = _resources(lake)
+        result = dg.materialize([per_branch], resources=resources, partition_key="main", instance=instance)
+        assert result.success
+        tags = instance.get_run_by_id(result.run_id).tags
+        assert tags["lakehouse/branch"] == f"wap/{result.run_id}" and tags["lakehouse/target"] == "main"
+        assert tags["lakehouse/wap"] == "true" and tags["lakehouse/merge"] == "pending"
+        with Lakehouse.local(lake) as lh:
+            assert "t.per_branch" not in lh.tables("main")
+        definitions = dg.Definitions(assets=[per_branch], sensors=[merge_sensor], resources=resources)
+        with dg.build_sensor_context(instance=instance, definitions=definitions, resources=resources) as context:
+            merge_sensor.evaluate_tick(context)
+        with Lakehouse.local(lake) as lh:
+            assert lh.read("t.per_branch", ref="main")["n"].to_list() == [1, 2]
+
+        direct = dg.materialize(
+            [per_branch], resources=_resources(lake, allow_main=True), partition_key="main", instance=instance
+        )
+        assert direct.success and instance.get_run_by_id(direct.run_id).tags["lakehouse/branch"] == "main"

@@ -107,10 +107,10 @@ def instance() -> Iterator[dg.DagsterInstance]:
 
 def test_partition_changes_rules() -> None:
     branches = ["main", "dev", "feature/x", "wap/123"]
-    assert partition_changes(branches, []) == (["dev", "feature/x"], [])
-    assert partition_changes(branches, [], include_main=True) == (["dev", "feature/x", "main"], [])
-    assert partition_changes(branches, [], exclude_prefixes=()) == (["dev", "feature/x", "wap/123"], [])
-    assert partition_changes(branches, ["dev", "gone", "wap/123"]) == (["feature/x"], ["gone"])
+    assert partition_changes(branches, []) == (["dev", "feature/x", "main"], [])
+    assert partition_changes(branches, [], include_main=False) == (["dev", "feature/x"], [])
+    assert partition_changes(branches, [], exclude_prefixes=()) == (["dev", "feature/x", "main", "wap/123"], [])
+    assert partition_changes(branches, ["dev", "gone", "main", "wap/123"]) == (["feature/x"], ["gone"])
 
 
 def test_branch_sync_adds_and_deletes_partitions(local_backend: Any, instance: dg.DagsterInstance) -> None:
@@ -120,23 +120,27 @@ def test_branch_sync_adds_and_deletes_partitions(local_backend: Any, instance: d
     store.create_branch("wap/0000")
 
     first = tick(instance, local_backend, branch_sync_sensor)
-    assert instance.get_dynamic_partitions("lakehouse_branches") == ["dev", "feature/x"]
-    assert "added branch partitions dev, feature/x" in first.skip_message
+    assert instance.get_dynamic_partitions("lakehouse_branches") == ["dev", "feature/x", "main"]
+    assert "added branch partitions dev, feature/x, main" in first.skip_message
     assert "already match" in tick(instance, local_backend, branch_sync_sensor).skip_message
 
     store.delete_branch("dev")
     store.create_branch("hotfix")
     tick(instance, local_backend, branch_sync_sensor)
-    assert sorted(instance.get_dynamic_partitions("lakehouse_branches")) == ["feature/x", "hotfix"]
+    assert sorted(instance.get_dynamic_partitions("lakehouse_branches")) == ["feature/x", "hotfix", "main"]
 
 
 def test_branch_sync_options(local_backend: Any, instance: dg.DagsterInstance) -> None:
     store = _store(local_backend)
     store.create_branch("wap/0000")
-    sensor = build_branch_sync_sensor(name="all_branches", include_main=True, exclude_prefixes=())
+    sensor = build_branch_sync_sensor(name="all_branches", exclude_prefixes=())
     assert sensor.name == "all_branches" and sensor.minimum_interval_seconds == 30
     tick(instance, local_backend, sensor)
     assert sorted(instance.get_dynamic_partitions("lakehouse_branches")) == ["main", "wap/0000"]
+    without_main = build_branch_sync_sensor(name="no_main", include_main=False)
+    fresh = dg.DagsterInstance.ephemeral()
+    tick(fresh, local_backend, without_main)
+    assert fresh.get_dynamic_partitions("lakehouse_branches") == []
 
 
 # ----- raw table sensor ------------------------------------------------------------------------------------

@@ -1,17 +1,25 @@
-"""The user's whole path: seed, `dagster dev`, materialize on a branch via GraphQL, check, merge, check main."""
+"""The user's whole path: seed, `dagster dev`, "Materialize all", materialize on a branch via GraphQL, check, merge,
+check main; in Chromium, the lineage and an asset page that shows `main`'s version whatever ran on other branches."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import polars as pl
 import pytest
 from e2e_support import REPO, DagsterDev, _alive, descendants, start_dagster_dev, wait_until
 
 from dagster_lakehouse import Lakehouse
 
 MODELS = ["taxi.stats_by_taxi_zones", "taxi.trips_and_zones"]
+STATS = ["taxi", "stats_by_taxi_zones"]
+SUMMARY = ["taxi", "borough_summary"]
+MATERIALIZABLE = [["taxi", "trips_and_zones"], STATS, SUMMARY]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
 
@@ -43,6 +51,38 @@ def test_assets_and_lineage_are_served(dagster_dev: DagsterDev) -> None:
     assert not by_key["taxi/trips"]["isExecutable"]
 
 
+def _backfill_status(dev: DagsterDev, backfill_id: str) -> str:
+    return dev.graphql(
+        "query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }",
+        {"id": backfill_id},
+    )["partitionBackfillOrError"]["status"]
+
+
+def test_materialize_all_on_a_fresh_seed(dagster_dev: DagsterDev) -> None:
+    """What the UI's "Materialize all" launches: a backfill of every asset, the branch-partitioned one over all its
+    partitions, which include `main` from the start (branch_sync_sensor); nothing set up by hand."""
+    dev = dagster_dev
+    partitions = wait_until(lambda: dev.partition_keys(SUMMARY) or None, 120, "branch_sync_sensor to add 'main'")
+    assert partitions == ["main"]
+    backfill = dev.launch_backfill(MATERIALIZABLE, partitions)
+    wait_until(lambda: _backfill_status(dev, backfill) != "REQUESTED", 300, f"backfill {backfill} to finish")
+    runs = dev.runs({"dagster/backfill": backfill})
+    assert _backfill_status(dev, backfill) == "COMPLETED_SUCCESS", (runs, dev.log_path.read_text()[-3000:])
+    assert sorted(r["status"] for r in runs) == ["SUCCESS", "SUCCESS"]
+    (parents,) = [r for r in runs if "dagster/partition" not in r["tags"]]
+    (main_partition,) = [r for r in runs if r["tags"].get("dagster/partition") == "main"]
+    assert parents["tags"]["lakehouse/branch"] == parents["tags"]["lakehouse/target"] == "dev"
+    assert main_partition["tags"]["lakehouse/branch"] == f"wap/{main_partition['runId']}"
+    assert main_partition["tags"]["lakehouse/target"] == "main"
+    # runs are found by the branch they wrote and by their target, as the Runs page filters them
+    assert parents["runId"] in {r["runId"] for r in dev.runs({"lakehouse/branch": "dev"})}
+    assert main_partition["runId"] in {r["runId"] for r in dev.runs({"lakehouse/target": "main"})}
+    wait_until(lambda: dev.run_tags(main_partition["runId"]).get("lakehouse/merge") == "merged", 120, "the publish")
+    with Lakehouse.local(dev.lakehouse_path) as lh:
+        assert set(MODELS) <= set(lh.tables("dev")) and not set(MODELS) & set(lh.tables("main"))
+        assert lh.read("taxi.borough_summary", ref="main")["Borough"].n_unique() == 5
+
+
 def test_materialize_on_a_branch_then_merge_into_main(dagster_dev: DagsterDev) -> None:
     run_id = dagster_dev.launch("taxi_job", {"lakehouse/branch": "e2e-run"})
     assert dagster_dev.wait_for_run(run_id) == "SUCCESS", dagster_dev.log_path.read_text()[-3000:]
@@ -64,7 +104,8 @@ def test_materialize_on_a_branch_then_merge_into_main(dagster_dev: DagsterDev) -
 def test_branches_become_partitions_and_a_branch_partition_runs_on_its_branch(dagster_dev: DagsterDev) -> None:
     with Lakehouse.local(dagster_dev.lakehouse_path) as lh:
         lh.create_branch("report-branch", exist_ok=True)
-    summary = ["taxi", "borough_summary"]
+        main_summary = lh.snapshot_id("taxi.borough_summary", "main")
+    summary = SUMMARY
     wait_until(lambda: "report-branch" in dagster_dev.partition_keys(summary), 120, "branch_sync_sensor to add the partition")
     run_id = dagster_dev.launch("taxi_job", {"lakehouse/branch": "report-branch"})
     assert dagster_dev.wait_for_run(run_id) == "SUCCESS"
@@ -73,7 +114,7 @@ def test_branches_become_partitions_and_a_branch_partition_runs_on_its_branch(da
     with Lakehouse.local(dagster_dev.lakehouse_path) as lh:
         boroughs = lh.read("taxi.borough_summary", ref="report-branch")
         assert boroughs.height == 5
-        assert "taxi.borough_summary" not in lh.tables("main")
+        assert lh.snapshot_id("taxi.borough_summary", "main") == main_summary
 
 
 def test_write_audit_publish_is_merged_by_the_sensor_daemon(dagster_dev: DagsterDev) -> None:
@@ -92,12 +133,14 @@ def test_write_audit_publish_is_merged_by_the_sensor_daemon(dagster_dev: Dagster
         assert summary["dagster.run-id"] == run_id
 
 
-def test_browser_shows_the_lineage(dagster_dev: DagsterDev) -> None:
+@contextlib.contextmanager
+def _browser_page() -> Iterator[Any]:
+    """A headless Chromium page (1600x1000); skips (fails on CI) when Debian's chromium is not installed."""
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
             pytest.fail("Debian's chromium is not installed (.ci/run installs it)")
         pytest.skip("no /usr/bin/chromium here; `apt-get install chromium` to run the browser test")
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -105,21 +148,91 @@ def test_browser_shows_the_lineage(dagster_dev: DagsterDev) -> None:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=flags)
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.goto(f"{dagster_dev.url}/assets/taxi/stats_by_taxi_zones?view=lineage&lineageScope=upstream&lineageDepth=5")
-            skip = page.get_by_role("button", name="Skip")
-            try:
-                skip.click(timeout=15_000)  # the first-visit community dialog
-            except Exception:
-                pass
-            for name in ("trips", "zones", "trips_and_zones", "stats_by_taxi_zones"):
-                expect(page.get_by_text(name, exact=True).first).to_be_visible(timeout=60_000)
-            expect(page.get_by_text("Loading...")).to_have_count(0, timeout=60_000)
-            expect(page.locator("svg foreignObject [data-tooltip='trips_and_zones']")).to_be_visible(timeout=60_000)
-            graph = page.evaluate(_LINEAGE_GEOMETRY_JS, LINEAGE_NODES)
-            page.screenshot(path=str(ARTIFACTS / "asset-lineage.png"))
+            yield browser.new_page(viewport={"width": 1600, "height": 1000})
         finally:
             browser.close()
+
+
+def _open(page: Any, url: str) -> None:
+    page.goto(url)
+    try:
+        page.get_by_role("button", name="Skip").click(timeout=15_000)  # the first-visit community dialog
+    except Exception:
+        pass
+
+
+def _latest_materialization(dev: DagsterDev, key: list[str]) -> dict[str, Any]:
+    return dev.asset_events(key, "assetMaterializations")[0]
+
+
+def test_asset_page_shows_mains_version(dagster_dev: DagsterDev) -> None:
+    """After a run on a work branch and a failed write-audit-publish run, the asset page still shows `main`'s row
+    count and snapshot id (main_state_sensor restates it); after a successful one, the version it published."""
+    from playwright.sync_api import expect
+
+    dev = dagster_dev
+    with Lakehouse.local(dev.lakehouse_path) as lh:
+        zones = lh.read("taxi.zones", ref="main")
+        lh.create_branch("ui-dev", exist_ok=True)
+        lh.write("taxi.zones", zones.filter(pl.col("LocationID") % 2 == 0), branch="ui-dev")
+        lh.create_branch("ui-bad", exist_ok=True)
+        no_staten_island = pl.when(pl.col("Borough") == "Staten Island").then(pl.lit("Manhattan"))
+        lh.write("taxi.zones", zones.with_columns(Borough=no_staten_island.otherwise("Borough")), branch="ui-bad")
+        main_snapshot = lh.snapshot_id("taxi.stats_by_taxi_zones", "main")
+        main_rows = lh.read("taxi.stats_by_taxi_zones", ref="main").height
+
+    dev_run = dev.launch("taxi_job", {"lakehouse/branch": "ui-dev"})
+    assert dev.wait_for_run(dev_run) == "SUCCESS", dev.log_path.read_text()[-3000:]
+    failing = dev.launch("publish_taxi_job", {"lakehouse/branch": "ui-bad"})
+    assert dev.wait_for_run(failing) == "FAILURE"  # stats_are_plausible (blocking) fails: four boroughs
+    assert dev.run_tags(failing)["lakehouse/branch"] == f"wap/{failing}"
+    events = dev.asset_events(STATS, "assetMaterializations")
+    assert any(e["runId"] == failing and e["metadata"]["lakehouse/branch"] == f"wap/{failing}" for e in events)
+
+    def restated() -> dict[str, Any] | None:
+        latest = _latest_materialization(dev, STATS)
+        return latest if latest["metadata"].get("lakehouse/branch") == "main" and not latest["runId"] else None
+
+    latest = wait_until(restated, 120, "main_state_sensor to restate main's version")
+    assert latest["metadata"]["lakehouse/snapshot_id"] == main_snapshot
+    assert latest["metadata"]["dagster/row_count"] == main_rows
+    assert latest["tags"]["dagster/data_version"] == str(main_snapshot)
+
+    with _browser_page() as page:
+        _open(page, f"{dev.url}/assets/taxi/stats_by_taxi_zones")
+        expect(page.get_by_text("Row count")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text(str(main_snapshot), exact=True)).to_be_visible(timeout=60_000)
+        text = page.inner_text("body")
+        page.screenshot(path=str(ARTIFACTS / "asset-page-main-after-failed-wap.png"), full_page=True)
+        assert f"Row count\n{main_rows}" in text, text[:2000]
+
+        published = dev.launch("publish_taxi_job", {})
+        assert dev.wait_for_run(published) == "SUCCESS", dev.log_path.read_text()[-3000:]
+        wait_until(lambda: dev.run_tags(published).get("lakehouse/merge") == "merged", 120, "merge_sensor")
+        with Lakehouse.local(dev.lakehouse_path) as lh:
+            new_snapshot = lh.snapshot_id("taxi.stats_by_taxi_zones", "main")
+            new_rows = lh.read("taxi.stats_by_taxi_zones", ref="main").height
+        assert new_snapshot != main_snapshot
+        latest = _latest_materialization(dev, STATS)
+        assert latest["metadata"]["lakehouse/snapshot_id"] == new_snapshot
+        _open(page, f"{dev.url}/assets/taxi/stats_by_taxi_zones")
+        expect(page.get_by_text(str(new_snapshot), exact=True)).to_be_visible(timeout=60_000)
+        assert f"Row count\n{new_rows}" in page.inner_text("body")
+        page.screenshot(path=str(ARTIFACTS / "asset-page-main-after-publish.png"), full_page=True)
+    assert (ARTIFACTS / "asset-page-main-after-failed-wap.png").stat().st_size > 10_000
+
+
+def test_browser_shows_the_lineage(dagster_dev: DagsterDev) -> None:
+    from playwright.sync_api import expect
+
+    with _browser_page() as page:
+        _open(page, f"{dagster_dev.url}/assets/taxi/stats_by_taxi_zones?view=lineage&lineageScope=upstream&lineageDepth=5")
+        for name in ("trips", "zones", "trips_and_zones", "stats_by_taxi_zones"):
+            expect(page.get_by_text(name, exact=True).first).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("Loading...")).to_have_count(0, timeout=60_000)
+        expect(page.locator("svg foreignObject [data-tooltip='trips_and_zones']")).to_be_visible(timeout=60_000)
+        graph = page.evaluate(_LINEAGE_GEOMETRY_JS, LINEAGE_NODES)
+        page.screenshot(path=str(ARTIFACTS / "asset-lineage.png"))
     assert (ARTIFACTS / "asset-lineage.png").stat().st_size > 10_000
 
     boxes = graph["boxes"]

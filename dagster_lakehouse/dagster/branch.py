@@ -34,6 +34,7 @@ RunContext = (
     | dg.AssetExecutionContext
     | dg.OpExecutionContext
     | dg.AssetCheckExecutionContext
+    | StepExecutionContext
 )
 
 __all__ = [
@@ -250,19 +251,25 @@ _REMEMBERED_STEPS = 4096
 def resolve_run_branch(
     context: RunContext, default: str | None = None, *, wap: bool = False, allow_main: bool = False
 ) -> RunBranch:
-    """The step's `RunBranch`, resolved once per step (and per resource configuration) and remembered.
+    """The step's `RunBranch`, resolved once per step (and per resource configuration) from the step's own
+    partition and remembered; only an input read from one branch partition of its parent by a step without one
+    resolves to that input's branch.
 
     `default` is the resource's `branch`, `wap` its `wap`, `allow_main` its `allow_main`: see the module docstring.
     """
     step = step_context_of(context)
-    key = (step.run_id, step.step.key, default, wap, allow_main) if step is not None else None
-    if key is not None and key in _RESOLVED:
+    if step is None:
+        return _resolve(context, default, wap, allow_main)
+    if isinstance(context, dg.InputContext) and _step_branch(step) is None and _input_branch(context) is not None:
+        # a step without a branch partition reading one branch partition of its parent: that input's own branch
+        return _resolve(context, default, wap, allow_main)
+    key = (step.run_id, step.step.key, default, wap, allow_main)
+    if key in _RESOLVED:
         return _RESOLVED[key]
-    resolved = _resolve(context, default, wap, allow_main)
-    if key is not None:
-        _RESOLVED[key] = resolved
-        while len(_RESOLVED) > _REMEMBERED_STEPS:  # a long-lived code server sees many steps
-            _RESOLVED.popitem(last=False)
+    resolved = _resolve(step, default, wap, allow_main)
+    _RESOLVED[key] = resolved
+    while len(_RESOLVED) > _REMEMBERED_STEPS:  # a long-lived code server sees many steps
+        _RESOLVED.popitem(last=False)
     return resolved
 
 

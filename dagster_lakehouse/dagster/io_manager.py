@@ -102,7 +102,7 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
         what = f"asset {outputs[0]!r}" if len(outputs) == 1 else f"the assets {', '.join(outputs)}" if outputs else (
             f"step {step.step.key!r}"
         )
-        self.store.prepare(context, what=what, writes=bool(outputs))
+        self.store.prepare(step, what=what, writes=bool(outputs))
 
     # ----- outputs ------------------------------------------------------------------------------------
 

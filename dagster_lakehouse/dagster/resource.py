@@ -168,7 +168,9 @@ class LakehouseResource(dg.ConfigurableResource):
             if writes:
                 self.check_writable(resolved.branch, what=what)
             self.ensure_branch(resolved.branch, what=what)
-        self._tag_run(context, resolved)
+        step = step_context_of(context)
+        if step is not None:
+            self._tag(step.instance, step.run_id, self.run_branch(step, what=what), step.log)
         return resolved
 
     def read_branch_for(self, context: RunContext, *, what: str) -> str:
@@ -189,11 +191,6 @@ class LakehouseResource(dg.ConfigurableResource):
             resolved = run_level_branch(run, self.branch, self.wap)
         if resolved is not None:
             self._tag(instance, run.run_id, resolved, log)
-
-    def _tag_run(self, context: RunContext, resolved: RunBranch) -> None:
-        step = step_context_of(context)
-        if step is not None:
-            self._tag(step.instance, step.run_id, resolved, step.log)
 
     def _tag(self, instance: dg.DagsterInstance, run_id: str, resolved: RunBranch, log: Any) -> None:
         """Tag the run with its branch and target (once per run and branch), and a run that asks to be published

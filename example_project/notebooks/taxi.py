@@ -18,6 +18,7 @@ __generated_with = "0.25.2"
 app = marimo.App(width="medium")
 
 with app.setup:
+    import dagster as dg
     import marimo as mo
     import polars as pl
 
@@ -44,7 +45,11 @@ def join_taxi_tables(trips: pl.DataFrame, zones: pl.DataFrame) -> pl.DataFrame:
 
 
 @app.function
-@model(owners=["team:data-science"], tags={"domain": "taxi"})
+@model(
+    owners=["team:data-science"],
+    tags={"domain": "taxi"},
+    automation_condition=dg.AutomationCondition.eager(),
+)
 def stats_by_taxi_zones(trips_and_zones: pl.DataFrame) -> pl.DataFrame:
     """Per pickup zone: number of trips, median of log10 trip miles (0 < miles < 200), mean fare and tip."""
     return (

@@ -118,9 +118,10 @@ def main_state_events(
         if snapshot is None:
             notes.append(f"{label}: {item.table} is not on main yet; its latest version is branch {item.branch!r}'s")
             continue
-        history = _records(instance, item.key, item.partition, _HISTORY)
-        if history and _describes(history[0].asset_materialization, snapshot):
+        latest_record = _records(instance, item.key, item.partition, 1)
+        if latest_record and _describes(latest_record[0].asset_materialization, snapshot):
             continue
+        history = _records(instance, item.key, item.partition, _HISTORY)
         source = next((r for r in history if _produced(r.asset_materialization, snapshot)), None)
         events.append(_restated(lakehouse, item, snapshot, source, sensor_name))
         if source is not None and graph is not None and graph.has(item.key):
