@@ -542,7 +542,9 @@ def test_gc_dry_run_then_delete_files_of_a_deleted_branch(tmp_path: Path, capsys
     assert main(["--path", root, "gc", "--older-than-hours", "0", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "would delete" in out and "/g/gone/" in out
-    assert main(["--path", root, "gc", "--older-than-hours", "0", "--json"]) == 0
+    assert main(["--path", root, "gc", "--older-than-hours", "0"]) == 2  # a grace below 10 minutes needs --force
+    assert "--force" in capsys.readouterr().err
+    assert main(["--path", root, "gc", "--older-than-hours", "0", "--force", "--json"]) == 0
     deleted = json.loads(capsys.readouterr().out)["files"]
     assert deleted and all(not Path(uri.removeprefix("file://")).exists() for uri in deleted)
     assert main(["--path", root, "gc", "--older-than-hours", "-1"]) == 2

@@ -60,7 +60,7 @@ def test_gc_keeps_files_of_a_branch_when_another_branch_drops_the_table(lakehous
     lh.drop_table("g.kept", branch="cleanup")
     lh.merge("cleanup")  # main drops the table, dev still has it
     kept = _data_files(lh, "g.kept", "dev")
-    assert lh.gc(older_than=timedelta(0)) == []
+    assert lh.gc(older_than=timedelta(0), force=True) == []
     assert kept <= _files(lh)
     assert lh.read("g.kept", ref="dev")["x"].to_list() == [1, 2]
 
@@ -81,7 +81,7 @@ def test_gc_removes_what_no_branch_or_tag_reaches(lakehouse: Lakehouse) -> None:
     assert lh.gc() == []  # fresh files are younger than the default grace period
     would = lh.gc(older_than=timedelta(0), dry_run=True)
     assert gone <= set(would) and gone <= _files(lh)
-    deleted = lh.gc(older_than=timedelta(0))
+    deleted = lh.gc(older_than=timedelta(0), force=True)
     assert set(deleted) == set(would)
     assert not gone & _files(lh)
     assert tagged <= _files(lh)

@@ -60,7 +60,7 @@ def test_an_exception_at_each_step_of_a_replaying_merge_changes_nothing(lakehous
     assert main_rows(lakehouse) == pointers
     assert lakehouse.log("main") == log
     assert contents(lakehouse) == before
-    lakehouse.gc(older_than=timedelta(0))  # the staged metadata files of the failed merge are collected
+    lakehouse.gc(older_than=timedelta(0), force=True)  # the staged metadata files of the failed merge are collected
     assert contents(lakehouse) == before
     result = lakehouse.merge("b")
     assert result.replayed == ["t.trips"] and result.tables == ["t.trips", "t.zones"]
@@ -70,12 +70,12 @@ def test_an_exception_at_each_step_of_a_replaying_merge_changes_nothing(lakehous
 def test_gc_collects_the_metadata_files_a_failed_merge_left(local_backend, monkeypatch) -> None:
     with Lakehouse(local_backend.catalog_uri, local_backend.warehouse, local_backend.properties) as lh:
         prepare(lh)
-        lh.gc(older_than=timedelta(0))
+        lh.gc(older_than=timedelta(0), force=True)
         monkeypatch.setenv("LAKEHOUSE_FAULT", "before-swap")
         with pytest.raises(InjectedFault):
             lh.merge("b")
         monkeypatch.delenv("LAKEHOUSE_FAULT")
-        collected = lh.gc(older_than=timedelta(0))
+        collected = lh.gc(older_than=timedelta(0), force=True)
         assert any(uri.endswith(".metadata.json") and "/t/trips/" in uri for uri in collected)
 
 

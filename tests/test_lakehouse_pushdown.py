@@ -9,6 +9,7 @@ from collections import Counter
 import polars as pl
 import pyarrow as pa
 import pytest
+from pyiceberg.catalog.sql import SqlCatalog
 from pyiceberg.io.pyarrow import PyArrowFileIO
 
 from dagster_lakehouse.lakehouse import Lakehouse
@@ -135,9 +136,13 @@ def test_row_groups_that_cannot_match_are_skipped(lakehouse: Lakehouse, reads: C
     lakehouse.create_branch("dev")
     data = pl.concat([sorted_trips(day, rows=40_000) for day in range(5)])
     lakehouse.write("taxi.trips", data, branch="dev")
-    table = lakehouse.table("taxi.trips", "dev")
-    with table.transaction() as tx:  # small row groups so one file holds several
-        tx.set_properties({"write.parquet.row-group-limit": "40000"})
+    config = lakehouse.config
+    other_engine = SqlCatalog("dev", uri=config.catalog_uri, warehouse=config.warehouse, **config.properties)
+    try:
+        with other_engine.load_table("taxi.trips").transaction() as tx:  # small row groups so one file holds several
+            tx.set_properties({"write.parquet.row-group-limit": "40000"})
+    finally:
+        other_engine.close()
     lakehouse.write("taxi.trips", data, branch="dev")
 
     reads.clear()

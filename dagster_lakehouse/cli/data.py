@@ -10,9 +10,17 @@ from typing import Any
 
 import polars as pl
 
-from dagster_lakehouse.cli._common import FRAME_FORMATS, CliError, first_paragraph, positive_int, print_frame
+from dagster_lakehouse.cli._common import (
+    FRAME_FORMATS,
+    CliError,
+    UsageError,
+    first_paragraph,
+    positive_int,
+    print_frame,
+)
 from dagster_lakehouse.lakehouse import Lakehouse, ProtectedBranchError
-from dagster_lakehouse.lakehouse.names import MAIN
+from dagster_lakehouse.lakehouse.errors import InvalidData
+from dagster_lakehouse.lakehouse.names import MAIN, split_table_name
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv",)
@@ -26,7 +34,15 @@ Each table `namespace.table` can be named in the query as
   table                e.g. SELECT * FROM trips  (only when no other table or alias has that name)
 An alias that would name two tables is not registered; use the full name then. Tables are scanned lazily
 (only those the query names are opened), so filters and column selections are pushed into the scan.
+
+Queries are read-only: a statement that would change a table (DROP, CREATE, DELETE, INSERT, UPDATE,
+TRUNCATE, ALTER, ...) is refused with exit code 2; write with 'lakehouse import' or the Python API.
 """
+
+WRITE_STATEMENTS = frozenset(
+    "alter attach copy create delete detach drop grant insert merge rename replace revoke truncate update upsert".split()
+)
+_SQL_COMMENT = re.compile(r"\A(\s+|--[^\n]*(\n|\Z)|/\*.*?\*/|\()", re.DOTALL)
 
 
 def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -124,6 +140,7 @@ def scan_source(source: str) -> tuple[pl.LazyFrame, int]:
 
 def import_data(lh: Lakehouse, args: argparse.Namespace) -> int:
     """`import PATH TABLE --branch B [--mode replace|append] [--allow-main]`."""
+    split_table_name(args.table)  # a bad table name is reported before any file is opened
     frame, files = scan_source(args.source)
     try:
         result = lh.write(
@@ -136,14 +153,14 @@ def import_data(lh: Lakehouse, args: argparse.Namespace) -> int:
         )
     except pl.exceptions.PolarsError as exc:
         raise CliError(f"cannot read '{args.source}': {first_paragraph(exc)}") from exc
+    except InvalidData as exc:
+        if isinstance(exc.__cause__, pl.exceptions.PolarsError):
+            raise CliError(f"cannot read '{args.source}': {first_paragraph(exc.__cause__)}") from exc
+        raise CliError(f"cannot import '{args.source}': {exc}") from exc
     except TypeError as exc:
         raise CliError(f"cannot import '{args.source}': {exc}") from exc
     except ProtectedBranchError as exc:
-        raise CliError(
-            str(exc),
-            hint="import into a branch ('lakehouse branch create NAME'), then 'lakehouse branch merge NAME'; "
-            "or pass --allow-main",
-        ) from exc
+        raise CliError(str(exc), hint=_protected_hint(lh, args.branch)) from exc
     origin = f"{files} files in '{args.source}'" if files > 1 else f"'{args.source}'"
     verb = "appended" if args.mode == "append" else "imported"
     print(
@@ -151,6 +168,32 @@ def import_data(lh: Lakehouse, args: argparse.Namespace) -> int:
         f"on '{result.branch}' (snapshot {result.snapshot_id})"
     )
     return 0
+
+
+def _protected_hint(lh: Lakehouse, branch: str) -> str:
+    if branch in lh.tags():
+        return (
+            f"tags are immutable: import into a branch ('lakehouse branch create NAME --from {branch}'), "
+            f"then tag that branch anew"
+        )
+    return "import into a branch ('lakehouse branch create NAME'), then 'lakehouse branch merge NAME'; or pass --allow-main"
+
+
+def check_read_only(sql: str) -> None:
+    """Refuse (exit code 2) a statement that would change a table: `query` reads the lakehouse, it never writes."""
+    rest = sql
+    while match := _SQL_COMMENT.match(rest):
+        rest = rest[match.end() :]
+    words = re.findall(r"[A-Za-z_]+", rest[:200].lower())
+    if words[:1] == ["explain"]:
+        words = words[1:]
+    if not words:
+        raise UsageError("query needs a statement, e.g. 'SELECT count(*) FROM taxi.trips'")
+    if words[0] in WRITE_STATEMENTS:
+        raise UsageError(
+            f"query is read-only: it runs SELECT statements, not {words[0].upper()}",
+            hint="write with 'lakehouse import' (or Lakehouse.write / drop_table in Python)",
+        )
 
 
 def sql_aliases(tables: list[str]) -> dict[str, str]:
@@ -186,6 +229,7 @@ def sql_context(lh: Lakehouse, ref: str, sql: str) -> tuple[pl.SQLContext, dict[
 
 def run_query(lh: Lakehouse, args: argparse.Namespace) -> int:
     """`query SQL [--ref REF] [--format table|csv|json]`."""
+    check_read_only(args.sql)
     context, aliases = sql_context(lh, args.ref, args.sql)
     try:
         result = context.execute(args.sql, eager=False).collect()

@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import math
 from datetime import timedelta
 from typing import Any
 
 from dagster_lakehouse.cli._common import UsageError, print_json
 from dagster_lakehouse.lakehouse import Lakehouse
+from dagster_lakehouse.lakehouse.errors import UnsafeGC
+from dagster_lakehouse.lakehouse.gc import MIN_OLDER_THAN
+
+
+def hours(text: str) -> float:
+    """Argparse type: a finite number of hours, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of hours, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number of hours, 0 or more, got {text!r}")
+    try:
+        timedelta(hours=value)
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"expected a number of hours a date can hold, got {text!r}") from None
+    return value
 
 
 def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -17,19 +35,25 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="delete files no branch or tag reaches (branch-aware garbage collection)",
         description="Mark every file any branch or tag reaches, then delete the other warehouse files "
-        "older than --older-than-hours (default 1, so in-flight writes are safe). Use --dry-run first.",
+        "older than --older-than-hours (default 1). Files of lakehouse writes and merges in flight are kept whatever "
+        "the grace period; it protects other engines writing through the catalog, so below "
+        f"{MIN_OLDER_THAN.total_seconds() / 3600:g} h it needs --force. Use --dry-run first.",
     )
-    gc.add_argument("--older-than-hours", type=float, default=1.0, metavar="H", help="grace period (default: 1)")
+    gc.add_argument("--older-than-hours", type=hours, default=1.0, metavar="H", help="grace period (default: 1)")
     gc.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+    gc.add_argument(
+        "--force", action="store_true", help="allow a grace period below the minimum (nothing else writes here)"
+    )
     gc.add_argument("--json", action="store_true", help="print JSON for scripts")
     gc.set_defaults(handler=run_gc)
 
 
 def run_gc(lh: Lakehouse, args: argparse.Namespace) -> int:
     """Run the garbage collection and report the files."""
-    if args.older_than_hours < 0:
-        raise UsageError("--older-than-hours must be 0 or more")
-    files = lh.gc(older_than=timedelta(hours=args.older_than_hours), dry_run=args.dry_run)
+    try:
+        files = lh.gc(older_than=timedelta(hours=args.older_than_hours), dry_run=args.dry_run, force=args.force)
+    except UnsafeGC as exc:
+        raise UsageError(str(exc), hint="add --force if no other engine writes to this warehouse") from exc
     if args.json:
         print_json({"dry_run": args.dry_run, "files": files})
         return 0

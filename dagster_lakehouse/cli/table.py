@@ -145,6 +145,7 @@ def _size(size: int) -> str:
 
 def head_table(lh: Lakehouse, args: argparse.Namespace) -> int:
     """`table head NAME [--ref] [-n N] [--columns a,b] [--filter EXPR] [--format]`."""
-    frame = lh.scan(args.name, ref=args.ref, columns=args.columns, filter=args.filter).head(args.rows).collect()
+    columns = list(dict.fromkeys(args.columns)) if args.columns else None  # `--columns n,n` shows n once, as read() does
+    frame = lh.scan(args.name, ref=args.ref, columns=columns, filter=args.filter).head(args.rows).collect()
     print_frame(frame, args.format)
     return 0

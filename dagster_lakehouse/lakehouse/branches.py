@@ -33,7 +33,14 @@ class BranchOps:
                 except IntegrityError:
                     pass
 
+    @staticmethod
+    def _check_storable(name: Any) -> None:
+        """`RefNotFound` for a name no ref can have, before a query: PostgreSQL refuses NUL characters in parameters."""
+        if not isinstance(name, str) or any(ord(c) < 32 or ord(c) == 127 for c in name):
+            raise RefNotFound(f"branch or tag {name!r:.80} does not exist: ref names are strings without control characters")
+
     def _get_ref(self, conn: Any, name: str) -> Ref:
+        self._check_storable(name)
         ref = refstore.get_ref(conn, name)
         if ref is None:
             known = ", ".join(r.name for r in refstore.list_refs(conn)) or "none"
@@ -134,15 +141,20 @@ class BranchOps:
             ref = self._get_ref(conn, name)
             if ref.kind != kind:
                 raise RefNotFound(f"'{name}' is a {ref.kind}, not a {kind}")
+            refstore.delete_ref(conn, name)  # first: waits for writes that hold the ref (`_check_writable`)
             conn.execute(delete(IcebergTables).where(IcebergTables.catalog_name == name))
             conn.execute(delete(IcebergNamespaceProperties).where(IcebergNamespaceProperties.catalog_name == name))
-            refstore.delete_ref(conn, name)
             refstore.forget_merge_bases(conn, name)
         with self._lock:
             self._catalogs.pop(name, None)
 
     def _check_writable(self, conn: Any, branch: str, allow_main: bool) -> Ref:
+        """The branch `branch` if this write may change it; share-locks its row (PostgreSQL) until `conn` commits, so
+        a concurrent `delete_branch` either went first (`RefNotFound` naming the branch) or waits for this write."""
         ref = self._get_ref(conn, branch)
+        refs = refstore.refs_table
+        if conn.execute(select(refs.c.name).where(refs.c.name == branch).with_for_update(read=True)).first() is None:
+            raise RefNotFound(f"branch '{branch}' was deleted while writing to it; nothing was written")
         if ref.is_tag:
             raise ProtectedBranchError(f"'{branch}' is a tag; tags are immutable, write to a branch instead")
         if branch == MAIN and not allow_main:

@@ -6,13 +6,25 @@ so a branch is a set of (table -> metadata file) pointers and creating one copie
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 from pyiceberg.catalog import MetastoreCatalog
 from pyiceberg.catalog.sql import IcebergNamespaceProperties, IcebergTables, SqlCatalog
+from pyiceberg.table import Table
 from sqlalchemy import Engine, create_engine, event
 
-__all__ = ["IcebergNamespaceProperties", "IcebergTables", "RefCatalog", "make_engine", "open_catalog_schema"]
+from dagster_lakehouse.lakehouse.errors import ReadOnlyError
+
+__all__ = [
+    "IcebergNamespaceProperties",
+    "IcebergTables",
+    "ReadOnlyCatalog",
+    "ReadOnlyTable",
+    "RefCatalog",
+    "make_engine",
+    "open_catalog_schema",
+    "read_only",
+]
 
 
 def make_engine(catalog_uri: str) -> Engine:
@@ -50,3 +62,116 @@ class RefCatalog(SqlCatalog):
 
     def close(self) -> None:
         """The engine belongs to the lakehouse; closing one ref's catalog must not dispose it."""
+
+
+def _refuse(what: str, ref: str, action: str) -> NoReturn:
+    raise ReadOnlyError(
+        f"{what} on '{ref}' is read-only: {action} through a catalog or table handed out by Lakehouse.catalog()/"
+        "table() would bypass branch protection and the commit log; write with Lakehouse.write(name, data, "
+        "branch=...), or Lakehouse.drop_table/create_branch/tag"
+    )
+
+
+class ReadOnlyCatalog(RefCatalog):
+    """The catalog `Lakehouse.catalog(ref)` hands out: it lists and loads tables of `ref`, and refuses every change."""
+
+    def load_table(self, identifier: Any) -> Table:
+        return read_only(super().load_table(identifier), self)
+
+    def _refuse(self, action: str) -> NoReturn:
+        _refuse("the catalog", self.name, action)
+
+    def create_table(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("create_table")
+
+    def create_table_transaction(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("create_table_transaction")
+
+    def create_table_if_not_exists(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("create_table_if_not_exists")
+
+    def register_table(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("register_table")
+
+    def drop_table(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("drop_table")
+
+    def purge_table(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("purge_table")
+
+    def rename_table(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("rename_table")
+
+    def commit_table(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("a commit")
+
+    def create_namespace(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("create_namespace")
+
+    def create_namespace_if_not_exists(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("create_namespace_if_not_exists")
+
+    def drop_namespace(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("drop_namespace")
+
+    def update_namespace_properties(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("update_namespace_properties")
+
+    def create_view(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("create_view")
+
+    def register_view(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("register_view")
+
+    def drop_view(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("drop_view")
+
+    def create_tables(self) -> NoReturn:
+        self._refuse("create_tables")
+
+    def destroy_tables(self) -> NoReturn:
+        self._refuse("destroy_tables")
+
+
+class ReadOnlyTable(Table):
+    """A table handed out by `Lakehouse.table()`: scans and metadata work; a change is refused before a file is written."""
+
+    def _refuse(self, action: str) -> NoReturn:
+        _refuse(f"table '{'.'.join(self._identifier)}'", self.catalog.name, action)
+
+    def transaction(self) -> NoReturn:  # append, overwrite, delete, upsert, add_files all start one
+        self._refuse("a write")
+
+    def update_schema(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("update_schema")
+
+    def update_spec(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("update_spec")
+
+    def update_sort_order(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("update_sort_order")
+
+    def manage_snapshots(self) -> NoReturn:
+        self._refuse("manage_snapshots")
+
+    def update_statistics(self) -> NoReturn:
+        self._refuse("update_statistics")
+
+    @property
+    def maintenance(self) -> NoReturn:
+        self._refuse("maintenance")
+
+    def _do_commit(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._refuse("a commit")
+
+
+def read_only(table: Table, catalog: ReadOnlyCatalog) -> ReadOnlyTable:
+    """`table` as a `ReadOnlyTable` bound to the read-only `catalog` of its ref."""
+    return ReadOnlyTable(
+        identifier=table._identifier,
+        metadata=table.metadata,
+        metadata_location=table.metadata_location,
+        io=table.io,
+        catalog=catalog,
+        config=table.config,
+    )

@@ -5,6 +5,7 @@ of its tables on fresh state (writing metadata files, never touching a pointer),
 pointers and appends the commit-log entry in one catalog transaction, so readers see all of it or none of it and
 the log cannot disagree with the data. A lost race (a pointer moved since `prepare`) re-runs `prepare` on the new
 state, where each operation decides whether its work still commutes, until it commits or its deadline passes.
+A `WriteLease` row tells `gc` the commit is in flight, from before its first file until its pointer transaction.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import random
 import signal
 import time
+import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -22,13 +24,14 @@ from pyiceberg.serializers import FromInputFile
 from pyiceberg.table import Table, Transaction
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.update import AssertCreate
-from sqlalchemy import and_, delete, insert, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import and_, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from dagster_lakehouse.lakehouse import refs as refstore
 from dagster_lakehouse.lakehouse.catalog import IcebergTables, RefCatalog
-from dagster_lakehouse.lakehouse.errors import CommitTimeout, LakehouseError
+from dagster_lakehouse.lakehouse.errors import CommitTimeout, LakehouseError, WriteLeaseExpired
 from dagster_lakehouse.lakehouse.names import split_table_name
+from dagster_lakehouse.lakehouse.storage import is_transient
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
@@ -36,6 +39,10 @@ if TYPE_CHECKING:
 
 class LostRace(Exception):
     """A table pointer moved between `prepare` and the pointer swap; the commit is prepared again."""
+
+
+class LeaseRevoked(LostRace):
+    """`gc` checked the catalog while the commit prepared; the commit is prepared again at once, on fresh state."""
 
 
 class InjectedFault(LakehouseError):
@@ -148,6 +155,90 @@ def swap_pointer(conn: Connection, ref: str, pointer: Pointer) -> None:
         raise LostRace(pointer.table)
 
 
+LEASE_TTL = 3600.0
+"""Seconds one commit attempt may take. Past it `gc` stops protecting the commit's files, so the commit fails with
+`WriteLeaseExpired` rather than publish files that may be gone; every attempt renews the lease."""
+
+LEASE_LINGER = 60.0
+"""Seconds the lease of a commit that failed with a transient storage error (`storage.is_transient`, which its caller
+retries) is kept, so the Parquet files the retry reuses stay protected from `gc`."""
+
+
+class WriteLease:
+    """The `lakehouse_write_leases` row of one commit in flight, which `gc.collect_garbage` honours.
+
+    Taken before the commit writes any file, deleted in its pointer transaction (or when it fails for good). `gc` keeps
+    every file younger than the oldest live lease and revokes the leases it saw: a revoked attempt prepares again.
+    """
+
+    def __init__(self, engine: Engine, what: str):
+        self.engine = engine
+        self.what = what
+        self.id = uuid.uuid4().hex
+        self.held = False
+
+    def begin_attempt(self) -> None:
+        """Before an attempt reads any state or writes a file: take the lease, or clear a revocation and extend it."""
+        now = time.time()
+        leases = refstore.write_leases_table
+        if not self.held:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(leases).values(
+                        id=self.id,
+                        what=self.what.replace("\x00", "\\x00"),  # a ref name with NUL is refused later, by name
+                        started_at=now,
+                        expires_at=now + LEASE_TTL,
+                        revoked=False,
+                    )
+                )
+            self.held = True
+            return
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(leases)
+                .where(leases.c.id == self.id, leases.c.expires_at > now)
+                .values(revoked=False, expires_at=now + LEASE_TTL)
+            )
+        if result.rowcount != 1:
+            raise self._expired()
+
+    def release(self, conn: Connection) -> None:
+        """Delete the lease inside the pointer transaction; `LeaseRevoked` if `gc` revoked it since the attempt began."""
+        now = time.time()
+        leases = refstore.write_leases_table
+        mine = leases.c.id == self.id
+        if conn.execute(delete(leases).where(mine, leases.c.expires_at > now, leases.c.revoked.is_(False))).rowcount == 1:
+            return
+        row = conn.execute(select(leases.c.revoked, leases.c.expires_at).where(mine)).first()
+        if row is not None and row.revoked and row.expires_at > now:
+            raise LeaseRevoked(f"{self.what}: garbage collection checked the catalog while it prepared")
+        raise self._expired()
+
+    def fail(self, error: BaseException) -> None:
+        """After an attempt that did not commit: drop the lease, so `gc` may collect what it staged; after a transient
+        storage error keep it `LEASE_LINGER` seconds instead, for the caller's retry that reuses the files it wrote."""
+        if not self.held:
+            return
+        leases = refstore.write_leases_table
+        mine = leases.c.id == self.id
+        try:
+            with self.engine.begin() as conn:
+                if is_transient(error):
+                    conn.execute(update(leases).where(mine).values(expires_at=time.time() + LEASE_LINGER))
+                else:
+                    conn.execute(delete(leases).where(mine))
+                    self.held = False
+        except SQLAlchemyError:
+            pass  # the catalog is unreachable: the lease expires by itself, and the commit's own error matters more
+
+    def _expired(self) -> WriteLeaseExpired:
+        return WriteLeaseExpired(
+            f"{self.what}: an attempt took longer than its {LEASE_TTL:g}s write lease, so garbage collection may "
+            f"have taken its files; nothing was committed, write again"
+        )
+
+
 class CatalogCommit(ABC):
     """One snapshot-producing change of a ref, committed with its log entry in one catalog transaction."""
 
@@ -160,6 +251,7 @@ class CatalogCommit(ABC):
         self.what = what
         self.attempts = 0
         self.commit_id: str | None = None
+        self.lease = WriteLease(engine, what)
 
     @abstractmethod
     def prepare(self) -> list[Pointer]:
@@ -175,29 +267,39 @@ class CatalogCommit(ABC):
     def run(self) -> list[Pointer]:
         """Prepare and swap until it commits; `CommitTimeout` after `timeout` seconds of lost races."""
         deadline = time.monotonic() + self.timeout
-        while True:
-            self.attempts += 1
-            try:
-                pointers = self.prepare()
-                checkpoint("staged")
-                with self.engine.begin() as conn:
-                    self.check(conn)
-                    checkpoint("before-swap")
-                    for i, pointer in enumerate(pointers):
-                        swap_pointer(conn, self.ref, pointer)
-                        if i == 0:
-                            checkpoint("swapping")
-                    self.commit_id = self.log(conn, pointers)
-                    checkpoint("before-commit")
-                checkpoint("committed")
-                return pointers
-            except (LostRace, OperationalError, IntegrityError) as exc:
-                if time.monotonic() > deadline:
-                    raise CommitTimeout(
-                        f"{self.what}: gave up after {self.attempts} attempts in {self.timeout:.0f}s "
-                        f"of concurrent commits ({type(exc).__name__}: {exc})"
-                    ) from exc
-                time.sleep(min(2.0, 0.01 * 2 ** min(self.attempts, 8)) * random.uniform(0.5, 1.5))
+        committed = False
+        try:
+            while True:
+                self.attempts += 1
+                try:
+                    self.lease.begin_attempt()
+                    pointers = self.prepare()
+                    checkpoint("staged")
+                    with self.engine.begin() as conn:
+                        self.lease.release(conn)
+                        self.check(conn)
+                        checkpoint("before-swap")
+                        for i, pointer in enumerate(pointers):
+                            swap_pointer(conn, self.ref, pointer)
+                            if i == 0:
+                                checkpoint("swapping")
+                        self.commit_id = self.log(conn, pointers)
+                        checkpoint("before-commit")
+                    committed, self.lease.held = True, False  # the transaction deleted the lease
+                    checkpoint("committed")
+                    return pointers
+                except (LostRace, OperationalError, IntegrityError) as exc:
+                    if time.monotonic() > deadline:
+                        raise CommitTimeout(
+                            f"{self.what}: gave up after {self.attempts} attempts in {self.timeout:.0f}s "
+                            f"of concurrent commits ({type(exc).__name__}: {exc})"
+                        ) from exc
+                    if not isinstance(exc, LeaseRevoked):
+                        time.sleep(min(2.0, 0.01 * 2 ** min(self.attempts, 8)) * random.uniform(0.5, 1.5))
+        except BaseException as exc:
+            if not committed:
+                self.lease.fail(exc)
+            raise
 
 
 def add_log_entry(conn: Connection, ref: str, kind: str, message: str, pointers: list[Pointer], **kwargs: Any) -> str:

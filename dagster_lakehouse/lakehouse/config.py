@@ -10,15 +10,20 @@ from pathlib import Path
 from dagster_lakehouse.lakehouse.errors import LakehouseError
 
 DEFAULT_PATH = ".lakehouse"
+DEFAULT_STORAGE_RETRY_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
 class LakehouseConfig:
-    """Where the catalog database and the warehouse (data files) live, plus FileIO properties."""
+    """Where the catalog database and the warehouse (data files) live, plus FileIO properties.
+
+    `storage_retry_seconds` bounds how long an operation retries transient object-store errors (`storage.retrying`).
+    """
 
     catalog_uri: str
     warehouse: str
     properties: dict[str, str] = field(default_factory=dict)
+    storage_retry_seconds: float = DEFAULT_STORAGE_RETRY_SECONDS
 
     @classmethod
     def local(cls, path: str | os.PathLike[str] = DEFAULT_PATH) -> LakehouseConfig:
@@ -35,6 +40,7 @@ class LakehouseConfig:
         properties: dict[str, str] | None = None,
         path: str | os.PathLike[str] | None = None,
         environ: dict[str, str] | None = None,
+        storage_retry_seconds: float | None = None,
     ) -> LakehouseConfig:
         """Fill what was not given from the environment; with nothing given, the local default."""
         env = os.environ if environ is None else environ
@@ -52,7 +58,25 @@ class LakehouseConfig:
             catalog_uri=catalog_uri or local.catalog_uri,  # type: ignore[union-attr]
             warehouse=warehouse or local.warehouse,  # type: ignore[union-attr]
             properties={key: str(value) for key, value in merged.items()},
+            storage_retry_seconds=_retry_seconds(storage_retry_seconds, env),
         )
+
+
+def _retry_seconds(given: float | None, env: os._Environ[str] | dict[str, str]) -> float:
+    """The storage retry bound: the argument, else `LAKEHOUSE_STORAGE_RETRY_SECONDS`, else the default."""
+    source = "storage_retry_seconds"
+    value: object = given
+    if value is None:
+        source, value = "LAKEHOUSE_STORAGE_RETRY_SECONDS", env.get("LAKEHOUSE_STORAGE_RETRY_SECONDS")
+        if not value:
+            return DEFAULT_STORAGE_RETRY_SECONDS
+    try:
+        seconds = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise LakehouseError(f"{source} must be a number of seconds, not {value!r}") from None
+    if not seconds >= 0:
+        raise LakehouseError(f"{source} must be 0 or more seconds (0: fail on the first storage error), not {value!r}")
+    return seconds
 
 
 def _env_properties(warehouse: str, env: os._Environ[str] | dict[str, str]) -> dict[str, str]:

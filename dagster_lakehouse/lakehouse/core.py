@@ -11,35 +11,42 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Literal
 
+import pyarrow as pa
 from pyiceberg.exceptions import (
-    NamespaceAlreadyExistsError,
+    NoSuchNamespaceError,
     NoSuchTableError,
 )
 from pyiceberg.table import Table
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from dagster_lakehouse.lakehouse import refs as refstore
 from dagster_lakehouse.lakehouse.branches import BranchOps
 from dagster_lakehouse.lakehouse.catalog import (
+    IcebergNamespaceProperties,
     IcebergTables,
+    ReadOnlyCatalog,
     RefCatalog,
     make_engine,
     open_catalog_schema,
+    read_only,
 )
 from dagster_lakehouse.lakehouse.commits import load_at, table_at
 from dagster_lakehouse.lakehouse.config import DEFAULT_PATH, LakehouseConfig
 from dagster_lakehouse.lakehouse.data import DataLike, to_arrow
 from dagster_lakehouse.lakehouse.errors import (
+    InvalidWrite,
     LakehouseError,
     TableNotFound,
 )
-from dagster_lakehouse.lakehouse.filters import FilterLike
+from dagster_lakehouse.lakehouse.filters import FilterLike, check_scope
 from dagster_lakehouse.lakehouse.merge import MergeResult, TableDiff, diff_states
 from dagster_lakehouse.lakehouse.merging import MergeCommit, OnConflict, change_counts
 from dagster_lakehouse.lakehouse.names import MAIN, split_table_name
 from dagster_lakehouse.lakehouse.reads import TableReads
 from dagster_lakehouse.lakehouse.refs import Commit, Ref
+from dagster_lakehouse.lakehouse.schema import iceberg_schema, plan_schema
+from dagster_lakehouse.lakehouse.write_args import check_snapshot_properties, check_text, partition_columns
 from dagster_lakehouse.lakehouse.writes import WriteCommit
 
 WriteMode = Literal["replace", "append"]
@@ -76,8 +83,13 @@ class Lakehouse(BranchOps, TableReads):
         *,
         path: str | os.PathLike[str] | None = None,
         commit_timeout: float = 300.0,
+        storage_retry_seconds: float | None = None,
     ):
-        self.config = LakehouseConfig.resolve(catalog_uri, warehouse, properties, path)
+        """`storage_retry_seconds` (default `LAKEHOUSE_STORAGE_RETRY_SECONDS`, else 30) bounds how long reads, writes
+        and merges retry transient object-store errors before `StorageUnavailable`."""
+        self.config = LakehouseConfig.resolve(
+            catalog_uri, warehouse, properties, path, storage_retry_seconds=storage_retry_seconds
+        )
         self.commit_timeout = commit_timeout
         self._catalog_properties = {**self.config.properties, "uri": self.config.catalog_uri, "warehouse": self.config.warehouse}
         self._schema_version = _retry_on_race(
@@ -113,12 +125,25 @@ class Lakehouse(BranchOps, TableReads):
         """Release the catalog database connections."""
         self.engine.dispose()
 
-    def catalog(self, ref: str = MAIN) -> RefCatalog:
-        """The PyIceberg catalog that sees the tables of `ref` (a branch or tag)."""
+    def catalog(self, ref: str = MAIN) -> ReadOnlyCatalog:
+        """The PyIceberg catalog that sees the tables of `ref` (a branch or tag), read-only (`RefNotFound` if no such ref).
+
+        It and the tables it loads refuse every change (`ReadOnlyError`): writes go through `write()`, which
+        checks protection and records the commit log.
+        """
+        with self.engine.connect() as conn:
+            self._get_ref(conn, ref)
+        return self._read_catalog(ref)
+
+    def _read_catalog(self, ref: str) -> ReadOnlyCatalog:
         with self._lock:
             if ref not in self._catalogs:
-                self._catalogs[ref] = RefCatalog(ref, self.engine, self._schema_version, **self._catalog_properties)
-            return self._catalogs[ref]
+                self._catalogs[ref] = ReadOnlyCatalog(ref, self.engine, self._schema_version, **self._catalog_properties)
+            return self._catalogs[ref]  # type: ignore[return-value]
+
+    def _write_catalog(self, branch: str) -> RefCatalog:
+        """The catalog a `WriteCommit` stages through; never handed out."""
+        return RefCatalog(branch, self.engine, self._schema_version, **self._catalog_properties)
 
     # ----- tables -----------------------------------------------------------------------------------
 
@@ -134,10 +159,15 @@ class Lakehouse(BranchOps, TableReads):
         return name in self.tables(ref)
 
     def table(self, name: str, ref: str = MAIN) -> Table:
-        """The PyIceberg table `name` as seen on `ref`, for anything this API does not cover."""
+        """The PyIceberg table `name` as seen on `ref`, read-only, for anything this API does not cover.
+
+        Scans and metadata work; a change (`append`, `update_schema`, ...) raises `ReadOnlyError` before any file is
+        written: write with `write()`.
+        """
         split_table_name(name)
+        self._check_storable(ref)
         try:
-            return self.catalog(ref).load_table(name)
+            return self._retrying(f"table '{name}' on '{ref}'", lambda: self._read_catalog(ref).load_table(name))
         except NoSuchTableError:
             with self.engine.connect() as conn:
                 self._get_ref(conn, ref)
@@ -174,18 +204,28 @@ class Lakehouse(BranchOps, TableReads):
         the winner added (`WriteConflict`: writes of different partitions never conflict).
         """
         namespace, _ = split_table_name(name)
+        context = f"table '{name}' on branch '{branch}': "
         if mode not in ("replace", "append"):
-            raise ValueError(f"table '{name}' on branch '{branch}': write mode must be 'replace' or 'append', not {mode!r}")
+            raise InvalidWrite(f"{context}write mode must be 'replace' or 'append', not {mode!r}")
+        if mode == "append" and where is not None:
+            raise InvalidWrite(
+                f"{context}mode='append' adds rows and takes no where= filter; "
+                "to replace the rows a filter matches, write with mode='replace' and where=..."
+            )
         with self.engine.connect() as conn:
             self._check_writable(conn, branch, allow_main)
-        context = f"table '{name}' on branch '{branch}': "
         arrow = to_arrow(data, context=context)
+        partition_by = partition_columns(arrow, partition_by, context)
+        check_text(message, "message", None, context)
+        check_text(run_id, "run_id", 255, context)
         props = {"lakehouse.branch": branch, **({"lakehouse.message": message} if message else {})}
         if run_id:
             props["dagster.run-id"] = run_id
-        props.update({k: str(v) for k, v in (snapshot_properties or {}).items()})
-        catalog = self.catalog(branch)
-        self._ensure_namespace(catalog, namespace)
+        props.update(check_snapshot_properties(snapshot_properties, context))
+        catalog = self._write_catalog(branch)
+        if where is not None:
+            self._check_where(catalog, name, arrow, where, context)
+        self._ensure_namespace(branch, namespace, allow_main)
         commit = WriteCommit(
             self.engine,
             catalog,
@@ -200,9 +240,14 @@ class Lakehouse(BranchOps, TableReads):
             message=message or f"{mode} {name}",
             run_id=run_id,
         )
-        (pointer,) = commit.run()
+        try:
+            (pointer,) = self._retrying(commit.what, commit.run)  # storage I/O is all before the pointer transaction
+        except NoSuchNamespaceError as exc:  # the branch was deleted while this write prepared
+            with self.engine.connect() as conn:
+                self._check_writable(conn, branch, allow_main)
+            raise LakehouseError(f"{context}namespace '{namespace}' vanished while writing; nothing was written") from exc
         assert pointer.metadata is not None and pointer.location is not None
-        table = table_at(catalog, name, pointer.location, pointer.metadata)
+        table = read_only(table_at(catalog, name, pointer.location, pointer.metadata), self._read_catalog(branch))
         return WriteResult(
             table=name,
             branch=branch,
@@ -215,14 +260,45 @@ class Lakehouse(BranchOps, TableReads):
             iceberg_table=table,
         )
 
-    @staticmethod
-    def _ensure_namespace(catalog: RefCatalog, namespace: str) -> None:
-        """Create the namespace if absent; a concurrent writer creating it first is fine."""
+    def _check_where(self, catalog: RefCatalog, name: str, arrow: pa.Table, where: FilterLike, context: str) -> None:
+        """Parse and bind `where` (to the table, or for a new table to the data) and refuse rows outside it."""
         try:
-            catalog.create_namespace_if_not_exists(namespace)
-        except (IntegrityError, NamespaceAlreadyExistsError):
-            if not catalog.namespace_exists(namespace):
-                raise
+            current = self._retrying(f"table '{name}' on '{catalog.name}'", lambda: catalog.load_table(name))
+        except NoSuchTableError:
+            check_scope(arrow, iceberg_schema(arrow.schema), where, context=context)
+            return
+        plan = plan_schema(name, catalog.name, current.schema(), arrow, replace=False)
+        check_scope(plan.data, current.schema(), where, context=context)
+
+    def _ensure_namespace(self, branch: str, namespace: str, allow_main: bool) -> None:
+        """Create the namespace on `branch` if absent, in one transaction with the check that the branch is writable.
+
+        The check share-locks the ref row, so a concurrent `delete_branch` either goes first (`RefNotFound` here)
+        or waits and removes this row too; a concurrent writer creating the namespace first is fine.
+        """
+        props = IcebergNamespaceProperties
+        try:
+            with self.engine.begin() as conn:
+                self._check_writable(conn, branch, allow_main)
+                known = conn.execute(
+                    select(props.namespace).where(props.catalog_name == branch, props.namespace == namespace).limit(1)
+                ).first() or conn.execute(
+                    select(IcebergTables.table_name)
+                    .where(IcebergTables.catalog_name == branch, IcebergTables.table_namespace == namespace)
+                    .limit(1)
+                ).first()
+                if known is None:
+                    conn.execute(
+                        insert(props.__table__).values(
+                            [
+                                {"catalog_name": branch, "namespace": namespace, "property_key": k, "property_value": v}
+                                for k, v in props.NAMESPACE_MINIMAL_PROPERTIES.items()
+                            ]
+                        )
+                    )
+        except IntegrityError:
+            with self.engine.connect() as conn:
+                self._check_writable(conn, branch, allow_main)
 
     def drop_table(self, name: str, *, branch: str = MAIN, allow_main: bool = False) -> None:
         """Remove table `name` from `branch` only; its files stay for other refs until `gc()`."""
@@ -284,7 +360,7 @@ class Lakehouse(BranchOps, TableReads):
             self._get_ref(conn, a)
             self._get_ref(conn, b)
             diffs = diff_states(self._state(conn, a), self._state(conn, b))
-        return [self._diff_counts(d, a, b) for d in diffs]
+        return [self._retrying(f"diff of table '{d.table}' from '{a}' to '{b}'", lambda d=d: self._diff_counts(d, a, b)) for d in diffs]
 
     def _diff_counts(self, d: TableDiff, a: str, b: str) -> TableDiff:
         before = load_at(self.catalog(a), d.table, d.before) if d.before else None
@@ -314,18 +390,17 @@ class Lakehouse(BranchOps, TableReads):
 
     # ----- garbage collection -----------------------------------------------------------------------
 
-    def gc(self, *, older_than: timedelta = timedelta(hours=1), dry_run: bool = False) -> list[str]:
+    def gc(self, *, older_than: timedelta = timedelta(hours=1), dry_run: bool = False, force: bool = False) -> list[str]:
         """Delete warehouse files that no branch or tag reaches (mark and sweep); returns their URIs.
 
-        Files younger than `older_than` are kept so an in-flight write's files are never taken.
+        Never takes a file that committed metadata of any ref references, nor one of a write or merge in flight
+        (their write leases), whatever `older_than` is. Files younger than `older_than` are kept for writers that take
+        no lease (other engines); below `gc.MIN_OLDER_THAN` (10 minutes) a deleting run needs `force=True` (`UnsafeGC`).
         """
-        from dagster_lakehouse.lakehouse.gc import collect_garbage
+        from dagster_lakehouse.lakehouse.gc import check_grace, collect_garbage
 
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(IcebergTables.catalog_name, IcebergTables.metadata_location, IcebergTables.previous_metadata_location)
-            ).all()
-        return collect_garbage(self, rows, older_than=older_than, dry_run=dry_run)
+        check_grace(older_than, self.config.warehouse, force=force, dry_run=dry_run)
+        return collect_garbage(self, older_than=older_than, dry_run=dry_run)
 
 
 def _retry_on_race(create: Any, attempts: int = 5) -> Any:

@@ -91,3 +91,43 @@ class WriteConflict(LakehouseError):
 
 class CommitTimeout(LakehouseError, TimeoutError):
     """A commit kept losing races with concurrent writers until its deadline passed."""
+
+
+class StorageUnavailable(LakehouseError):
+    """The object store kept failing with transient errors (refused, timeouts, 5xx, throttling) past the retry bound."""
+
+    def __init__(self, what: str, location: str, seconds: float, attempts: int, error: BaseException):
+        self.what = what
+        self.location = location
+        self.seconds = seconds
+        self.attempts = attempts
+        detail = (str(error).strip().splitlines() or [""])[0] or type(error).__name__
+        super().__init__(
+            f"{what}: the object store at {location} is unavailable (gave up after {attempts} attempt{'s' if attempts != 1 else ''} in "
+            f"{seconds:.0f}s; last error {type(error).__name__}: {detail}); nothing was committed. Try again when "
+            f"it is back, or allow a longer outage with storage_retry_seconds / LAKEHOUSE_STORAGE_RETRY_SECONDS"
+        )
+
+
+class UnsafeGC(LakehouseError, ValueError):
+    """`gc(older_than=...)` below `gc.MIN_OLDER_THAN` without `force=True`: writers outside the lakehouse are unprotected."""
+
+
+class WriteLeaseExpired(LakehouseError):
+    """A commit attempt outlived its write lease, so `gc` may have taken its files; nothing was committed."""
+
+
+class ReadOnlyError(LakehouseError, PermissionError):
+    """A PyIceberg catalog or table handed out by `Lakehouse.catalog()`/`table()` was asked to change something."""
+
+
+class InvalidWrite(LakehouseError, ValueError):
+    """A write's arguments do not fit together (mode, `where`, `partition_by`); nothing was written."""
+
+
+class RowsOutsideFilter(InvalidWrite):
+    """A partition-scoped write (`where=`) holds rows its filter does not match; nothing was written."""
+
+
+class InvalidData(LakehouseError, TypeError):
+    """Data to write is not a frame, has no columns, or has columns with empty or duplicate names."""

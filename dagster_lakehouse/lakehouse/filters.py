@@ -9,6 +9,7 @@ from functools import lru_cache, singledispatch
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 from pyiceberg.expressions import (
     AlwaysTrue,
     BooleanExpression,
@@ -19,12 +20,19 @@ from pyiceberg.expressions import (
 )
 from pyiceberg.expressions.literals import StringLiteral, literal
 from pyiceberg.expressions.parser import parse
-from pyiceberg.expressions.visitors import BooleanExpressionVisitor, BoundBooleanExpressionVisitor, bind, visit
+from pyiceberg.expressions.visitors import (
+    BooleanExpressionVisitor,
+    BoundBooleanExpressionVisitor,
+    bind,
+    extract_field_ids,
+    visit,
+)
+from pyiceberg.io.pyarrow import schema_to_pyarrow
 from pyiceberg.schema import Schema
 from pyiceberg.types import DateType, IcebergType, TimestampType, TimestamptzType, TimeType
 from pyparsing import ParseException
 
-from dagster_lakehouse.lakehouse.errors import ColumnNotFound, InvalidFilter
+from dagster_lakehouse.lakehouse.errors import ColumnNotFound, InvalidFilter, RowsOutsideFilter
 
 FilterLike = str | BooleanExpression | None
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -43,10 +51,18 @@ def parse_filter(expression: FilterLike, *, context: str = "") -> BooleanExpress
         return _parse(expression)
     except ParseException as exc:
         raise InvalidFilter(
-            f"{context}cannot parse filter {expression!r} at character {exc.loc + 1}: "
+            f"{context}cannot parse filter {_shown(expression)} at character {exc.loc + 1}: "
             f"unexpected {expression[exc.loc:exc.loc + 20]!r}; expected comparisons such as "
             "\"col >= 'value'\", \"col in (1, 2)\", \"col is null\", joined by and/or/not"
         ) from exc
+    except (RecursionError, ValueError, TypeError) as exc:
+        raise InvalidFilter(f"{context}cannot parse filter {_shown(expression)}: {type(exc).__name__}: {exc}") from exc
+
+
+def _shown(expression: FilterLike, limit: int = 200) -> str:
+    """A filter as messages show it: quoted if a string, cut to `limit` characters."""
+    text = repr(expression) if isinstance(expression, str) else str(expression)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 @lru_cache(maxsize=4096)
@@ -62,9 +78,10 @@ def prepare_filter(
 
     Date-only and space-separated timestamp strings are accepted for timestamp columns.
     """
-    normalised = visit(parse_filter(expression, context=context), _TemporalLiterals(schema))
-    shown = repr(expression) if isinstance(expression, str) else str(expression)
+    shown = _shown(expression)
+    parsed = parse_filter(expression, context=context)
     try:
+        normalised = visit(parsed, _TemporalLiterals(schema))
         return normalised, bind(schema, normalised, case_sensitive=True)
     except ValueError as exc:
         message = str(exc)
@@ -72,6 +89,58 @@ def prepare_filter(
             columns = ", ".join(field.name for field in schema.fields)
             raise ColumnNotFound(f"{context}filter {shown}: {message}; columns are: {columns}") from exc
         raise InvalidFilter(f"{context}filter {shown} does not fit the table: {message}") from exc
+    except (TypeError, RecursionError) as exc:  # PyIceberg: "Cannot convert LongLiteral into string"
+        raise InvalidFilter(f"{context}filter {shown} does not fit the table: {exc}") from exc
+
+
+def check_scope(data: pa.Table, schema: Schema, expression: FilterLike, *, context: str = "") -> BooleanExpression:
+    """Bind `expression` to `schema` and refuse (`RowsOutsideFilter`) rows of `data` it does not match.
+
+    A write with `where=` replaces the rows the filter matches, so a row outside it would replace rows of another
+    partition (or be hidden from the next write of its own). A column the data lacks is null in every row.
+    Returns the unbound, normalised filter.
+    """
+    if isinstance(expression, str) and not expression.strip():
+        raise InvalidFilter(f"{context}where= is empty: pass where=None to replace the whole table")
+    unbound, bound = prepare_filter(schema, expression, context=context)
+    frame = _as_polars(data, schema)
+    try:
+        outside = frame.filter(~to_polars(bound, schema).fill_null(False))
+    except pl.exceptions.PolarsError as exc:
+        raise InvalidFilter(
+            f"{context}filter {_shown(expression)} cannot be checked against the data: {type(exc).__name__}: {exc}"
+        ) from exc
+    if outside.height:
+        names = _top_level_names(schema, bound) or frame.columns[:5]
+        example = {name: outside[name][0] for name in names}
+        raise RowsOutsideFilter(
+            f"{context}{outside.height} of {frame.height} rows are outside where {_shown(expression)}, e.g. a row "
+            f"with {_shown(example)}; a write with where= replaces only the rows its filter matches, so every row it "
+            "writes must match it: filter the data, or write those rows with their own where="
+        )
+    return unbound
+
+
+def _as_polars(data: pa.Table, schema: Schema) -> pl.DataFrame:
+    """`data` as Polars, with a null column for each table column it lacks (what those rows will hold)."""
+    missing = [f for f in schema.fields if f.name not in data.schema.names]
+    for field in missing:
+        data = data.append_column(field.name, pa.nulls(data.num_rows, schema_to_pyarrow(Schema(field)).field(0).type))
+    frame = pl.from_arrow(data)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _top_level_names(schema: Schema, bound: BooleanExpression) -> list[str]:
+    """The top-level columns a bound filter reads, in schema order."""
+    ids = extract_field_ids(bound)
+    parents = schema._lazy_id_to_parent
+    tops = set()
+    for field_id in ids:
+        while field_id in parents:
+            field_id = parents[field_id]
+        tops.add(field_id)
+    return [f.name for f in schema.fields if f.field_id in tops]
 
 
 def _normalise_temporal(value: str, field_type: IcebergType) -> str:
@@ -137,9 +206,12 @@ def _has_field(schema: Schema, name: str) -> bool:
         return False
 
 
-def to_polars(bound: BooleanExpression) -> pl.Expr:
-    """Translate a bound PyIceberg expression into the equivalent Polars expression."""
-    return visit(bound, _PolarsExpr())
+def to_polars(bound: BooleanExpression, schema: Schema | None = None) -> pl.Expr:
+    """Translate a bound PyIceberg expression into the equivalent Polars expression.
+
+    With the `schema` it was bound to, a filter on a field inside a struct (`s.a = 1`) reads that field.
+    """
+    return visit(bound, _PolarsExpr(schema))
 
 
 @singledispatch
@@ -167,8 +239,18 @@ def _(field_type: TimeType, value: int) -> pl.Expr:
     return pl.lit(value * 1000, dtype=pl.Int64).cast(pl.Time)
 
 
-def _column(term: BoundTerm) -> pl.Expr:
-    return pl.col(term.ref().field.name)
+def _column(term: BoundTerm, schema: Schema | None = None) -> pl.Expr:
+    reference = term.ref()
+    if schema is None:
+        return pl.col(reference.field.name)
+    accessor: Any = reference.accessor
+    field = schema.fields[accessor.position]
+    expr = pl.col(field.name)
+    while accessor.inner is not None:
+        accessor = accessor.inner
+        field = field.field_type.fields[accessor.position]  # type: ignore[attr-defined]
+        expr = expr.struct.field(field.name)
+    return expr
 
 
 def _value(term: BoundTerm, value: Any) -> pl.Expr:
@@ -176,51 +258,57 @@ def _value(term: BoundTerm, value: Any) -> pl.Expr:
 
 
 class _PolarsExpr(BoundBooleanExpressionVisitor[pl.Expr]):
+    def __init__(self, schema: Schema | None = None):
+        self.schema = schema
+
+    def _col(self, term: BoundTerm) -> pl.Expr:
+        return _column(term, self.schema)
+
     def visit_in(self, term: BoundTerm, literals: set[Any]) -> pl.Expr:
         if not literals:
             return pl.lit(False)
         if isinstance(term.ref().field.field_type, (TimestampType, TimestamptzType, DateType, TimeType)):
-            return pl.any_horizontal([_column(term) == _value(term, v) for v in literals])
-        return _column(term).is_in(sorted(literals))
+            return pl.any_horizontal([self._col(term) == _value(term, v) for v in literals])
+        return self._col(term).is_in(sorted(literals))
 
     def visit_not_in(self, term: BoundTerm, literals: set[Any]) -> pl.Expr:
         return ~self.visit_in(term, literals)
 
     def visit_is_nan(self, term: BoundTerm) -> pl.Expr:
-        return _column(term).is_nan()
+        return self._col(term).is_nan()
 
     def visit_not_nan(self, term: BoundTerm) -> pl.Expr:
-        return _column(term).is_not_nan()
+        return self._col(term).is_not_nan()
 
     def visit_is_null(self, term: BoundTerm) -> pl.Expr:
-        return _column(term).is_null()
+        return self._col(term).is_null()
 
     def visit_not_null(self, term: BoundTerm) -> pl.Expr:
-        return _column(term).is_not_null()
+        return self._col(term).is_not_null()
 
     def visit_equal(self, term: BoundTerm, literal: Any) -> pl.Expr:
-        return _column(term) == _value(term, literal.value)
+        return self._col(term) == _value(term, literal.value)
 
     def visit_not_equal(self, term: BoundTerm, literal: Any) -> pl.Expr:
-        return _column(term) != _value(term, literal.value)
+        return self._col(term) != _value(term, literal.value)
 
     def visit_greater_than_or_equal(self, term: BoundTerm, literal: Any) -> pl.Expr:
-        return _column(term) >= _value(term, literal.value)
+        return self._col(term) >= _value(term, literal.value)
 
     def visit_greater_than(self, term: BoundTerm, literal: Any) -> pl.Expr:
-        return _column(term) > _value(term, literal.value)
+        return self._col(term) > _value(term, literal.value)
 
     def visit_less_than(self, term: BoundTerm, literal: Any) -> pl.Expr:
-        return _column(term) < _value(term, literal.value)
+        return self._col(term) < _value(term, literal.value)
 
     def visit_less_than_or_equal(self, term: BoundTerm, literal: Any) -> pl.Expr:
-        return _column(term) <= _value(term, literal.value)
+        return self._col(term) <= _value(term, literal.value)
 
     def visit_starts_with(self, term: BoundTerm, literal: Any) -> pl.Expr:
-        return _column(term).str.starts_with(literal.value)
+        return self._col(term).str.starts_with(literal.value)
 
     def visit_not_starts_with(self, term: BoundTerm, literal: Any) -> pl.Expr:
-        return ~_column(term).str.starts_with(literal.value)
+        return ~self._col(term).str.starts_with(literal.value)
 
     def visit_true(self) -> pl.Expr:
         return pl.lit(True)

@@ -1,20 +1,53 @@
-"""Branch-aware garbage collection: mark every file any branch or tag reaches, sweep the rest."""
+"""Branch-aware garbage collection: mark every file any branch or tag reaches, sweep the rest.
+
+Safe beside concurrent commits whatever `older_than` is: before each delete batch, `read_catalog(exclusive=True)`
+reads every ref's pointers and the live write leases (`commits.WriteLease`) in one transaction that no commit
+interleaves with, and revokes those leases. Files written since the oldest live lease started are kept; a commit
+that read the catalog before that moment cannot commit without preparing again on the state after it, and a file no
+ref reached then cannot be reached again. So a deleted file is referenced by no committed metadata file of any ref,
+and no commit in flight will reference it. `older_than` protects only writers that take no lease (other engines).
+"""
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
 from pyarrow.fs import FileSelector, FileType
 from pyiceberg.io import load_file_io
 from pyiceberg.serializers import FromInputFile
+from sqlalchemy import delete, func, select, text, update
+
+from dagster_lakehouse.lakehouse import refs as refstore
+from dagster_lakehouse.lakehouse.catalog import IcebergTables
+from dagster_lakehouse.lakehouse.errors import LakehouseError, UnsafeGC
+from dagster_lakehouse.lakehouse.storage import retrying
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection, Engine
+
     from dagster_lakehouse.lakehouse.core import Lakehouse
+
+MIN_OLDER_THAN = timedelta(minutes=10)
+"""The smallest `older_than` `gc` accepts without `force=True`. Lakehouse writes and merges are protected by their
+write leases whatever it is; the grace period is what protects engines committing to the catalog directly (Spark,
+Trino: they take no lease) and writers whose clock runs more than `CLOCK_SKEW` behind the object store's."""
+
+CLOCK_SKEW = timedelta(minutes=5)
+"""How far the clocks of writers, `gc` and the object store may disagree, modification-time granularity included:
+files up to this much older than the oldest live write lease are kept too, and a lease counts this long past expiry."""
+
+BATCH_SIZE = 1000
+"""Files deleted per batch; before each batch the catalog is read again, and walked where its pointers moved."""
 
 
 def _key(uri: str) -> str:
@@ -25,30 +58,73 @@ def _key(uri: str) -> str:
     return f"{parsed.scheme}://{parsed.netloc}{parsed.path}"
 
 
-def reachable_files(properties: dict[str, str], metadata_locations: Iterable[str]) -> set[str]:
-    """Every metadata, manifest list, manifest, data and delete file that the given metadata files reach.
+class Marker:
+    """The files that the metadata files walked so far reach; walking more of them reads only what is new.
 
-    Not `Table.inspect.all_files()` per ref: branches share most manifests, and walking them once across all
-    refs (the `seen_manifests` set) keeps the mark phase proportional to distinct manifests, not refs x manifests.
+    Not `Table.inspect.all_files()` per ref: branches share most snapshots and manifests, and reading each manifest
+    list and manifest once across all refs keeps the mark phase proportional to distinct files, not refs x files.
     """
-    reached: set[str] = set()
-    seen_manifests: set[str] = set()
-    for location in set(metadata_locations):
-        io = load_file_io(properties, location)
-        reached.add(_key(location))
+
+    def __init__(self, properties: dict[str, str]):
+        self.properties = properties
+        self.reached: set[str] = set()
+        self._walked: set[str] = set()
+        self._seen: set[str] = set()
+
+    def __contains__(self, uri: str) -> bool:
+        return _key(uri) in self.reached
+
+    def keep(self, uris: Iterable[str]) -> None:
+        """Mark files without reading them."""
+        self.reached.update(_key(uri) for uri in uris)
+
+    def walk(self, metadata_locations: Iterable[str], owner: dict[str, str] | None = None) -> None:
+        """Mark every metadata, manifest list, manifest, data and delete file these metadata files reach.
+
+        A file they reach that is missing is data already lost: `LakehouseError` names the metadata file and the ref
+        in `owner` pointing at it, and the collection stops.
+        """
+        for location in sorted(set(metadata_locations) - self._walked):
+            try:
+                self._walk_one(location)
+            except FileNotFoundError as exc:
+                ref = (owner or {}).get(location, "?")
+                raise LakehouseError(
+                    f"gc: a file that metadata file {location} of ref '{ref}' reaches is missing ({exc}); "
+                    f"nothing more was deleted"
+                ) from exc
+            self._walked.add(location)
+
+    def _walk_one(self, location: str) -> None:
+        io = load_file_io(self.properties, location)
         metadata = FromInputFile.table_metadata(io.new_input(location))
-        reached.update(_key(entry.metadata_file) for entry in metadata.metadata_log)
-        reached.update(_key(stat.statistics_path) for stat in getattr(metadata, "statistics", []) or [])
+        self.reached.add(_key(location))
+        self.reached.update(_key(entry.metadata_file) for entry in metadata.metadata_log)
+        self.reached.update(_key(stat.statistics_path) for stat in getattr(metadata, "statistics", []) or [])
         for snapshot in metadata.snapshots:
-            reached.add(_key(snapshot.manifest_list))
+            self.reached.add(_key(snapshot.manifest_list))
+            if snapshot.manifest_list in self._seen:
+                continue
             for manifest in snapshot.manifests(io):
-                if manifest.manifest_path in seen_manifests:
+                if manifest.manifest_path in self._seen:
                     continue
-                seen_manifests.add(manifest.manifest_path)
-                reached.add(_key(manifest.manifest_path))
+                self.reached.add(_key(manifest.manifest_path))
                 for entry in manifest.fetch_manifest_entry(io, discard_deleted=False):
-                    reached.add(_key(entry.data_file.file_path))
-    return reached
+                    self.reached.add(_key(entry.data_file.file_path))
+                self._seen.add(manifest.manifest_path)
+            self._seen.add(snapshot.manifest_list)
+
+    def mark(self, view: CatalogView) -> None:
+        """Mark what `view` protects: everything its refs reach, and the merge-base metadata files."""
+        self.walk(view.roots, view.roots)
+        self.keep(view.pinned)
+
+
+def reachable_files(properties: dict[str, str], metadata_locations: Iterable[str]) -> set[str]:
+    """Every metadata, manifest list, manifest, data and delete file that the given metadata files reach."""
+    marker = Marker(properties)
+    marker.walk(metadata_locations)
+    return marker.reached
 
 
 _TABLE_FILE = re.compile(r"^[^/]+/[^/]+/(data|metadata)/")
@@ -73,22 +149,115 @@ def list_warehouse(properties: dict[str, str], warehouse: str) -> list[tuple[str
     return files
 
 
-def collect_garbage(
-    lakehouse: Lakehouse, rows: Sequence[Any], *, older_than: timedelta, dry_run: bool
-) -> list[str]:
-    """Delete unreachable warehouse files older than `older_than`; returns what was (or would be) deleted."""
-    properties = lakehouse.config.properties
-    locations = [loc for row in rows for loc in (row[1], row[2]) if loc]
-    reached = reachable_files(properties, locations)
+@dataclass(frozen=True)
+class CatalogView:
+    """What the catalog protects at one instant: the metadata files refs point at, and the live write leases."""
+
+    roots: dict[str, str]
+    """Current and previous metadata file of every table of every ref -> a ref pointing at it."""
+    pinned: frozenset[str]
+    """Metadata files of merge bases and branch points: kept (merges read their schema), not walked."""
+    oldest_lease: float | None
+    """When the oldest live write lease started (seconds since the epoch), None if no commit is in flight."""
+
+    def keeps(self, mtime: float) -> bool:
+        """Whether a file modified at `mtime` may belong to a commit in flight (written after its lease started)."""
+        return self.oldest_lease is not None and mtime > self.oldest_lease - CLOCK_SKEW.total_seconds()
+
+
+def read_catalog(engine: Engine, *, exclusive: bool) -> CatalogView:
+    """Every ref's pointers and the live write leases.
+
+    `exclusive` (before deleting): in one transaction no commit interleaves with, also revoking every live lease (a
+    commit that read the catalog before cannot commit without reading it again) and dropping expired ones.
+    """
+    leases = refstore.write_leases_table
+    with engine.begin() as conn:
+        if exclusive:
+            _exclude_commits(conn)
+        now = time.time()
+        live = leases.c.expires_at > now - CLOCK_SKEW.total_seconds()
+        if exclusive:
+            conn.execute(update(leases).where(live).values(revoked=True))
+            conn.execute(delete(leases).where(~live))
+        oldest = conn.execute(select(func.min(leases.c.started_at)).where(live)).scalar()
+        rows = conn.execute(
+            select(IcebergTables.catalog_name, IcebergTables.metadata_location, IcebergTables.previous_metadata_location)
+        ).all()
+        bases = [*conn.execute(select(refstore.merge_bases_table.c.base)).scalars()]
+        bases += conn.execute(select(refstore.refs_table.c.base)).scalars()
+    roots: dict[str, str] = {}
+    for ref, current, previous in rows:
+        for location in (current, previous):
+            if location:
+                roots.setdefault(location, ref)
+    pinned = frozenset(location for base in bases for location in json.loads(base or "{}").values() if location)
+    return CatalogView(roots=roots, pinned=pinned, oldest_lease=oldest)
+
+
+def _exclude_commits(conn: Connection) -> None:
+    """Hold off every commit (they delete their lease in their pointer transaction) until this transaction ends."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        conn.execute(text(f"LOCK TABLE {refstore.write_leases_table.name} IN EXCLUSIVE MODE"))
+    elif dialect != "sqlite":  # SQLite: the transaction's first statement (an UPDATE) takes the database's write lock
+        raise LakehouseError(f"gc needs a PostgreSQL or SQLite catalog to exclude commits while it checks, not {dialect}")
+
+
+def check_grace(older_than: timedelta, warehouse: str, *, force: bool, dry_run: bool) -> None:
+    """Refuse a negative `older_than`, and one below `MIN_OLDER_THAN` for a deleting run unless `force`."""
+    seconds = older_than.total_seconds()
+    if not math.isfinite(seconds) or seconds < 0:
+        raise UnsafeGC(f"gc of {warehouse}: older_than must be 0 or more, not {older_than}")
+    if older_than < MIN_OLDER_THAN and not (force or dry_run):
+        raise UnsafeGC(
+            f"gc of {warehouse}: older_than={older_than} is below the minimum of {MIN_OLDER_THAN}; lakehouse commits "
+            f"are protected by their write leases, but files another engine is writing through the catalog are not "
+            f"(force=True allows it)"
+        )
+
+
+def collect_garbage(lakehouse: Lakehouse, *, older_than: timedelta, dry_run: bool) -> list[str]:
+    """Delete warehouse table files older than `older_than` that no ref reaches; returns what was (or would be) deleted.
+
+    Marks from one read of the catalog, then, before each batch of `BATCH_SIZE` deletions, reads it again exclusively
+    (`read_catalog`), walks only the metadata files that are new since, and drops from the batch what they reach and
+    what commits in flight may have written.
+    """
+    properties, warehouse, engine = lakehouse.config.properties, lakehouse.config.warehouse, lakehouse.engine
+
+    def retried(step: str, fn: Callable[[], T]) -> T:  # transient object-store errors: retried, then StorageUnavailable
+        return retrying(f"garbage collection ({step})", fn, lakehouse.config.storage_retry_seconds, warehouse)
+
+    marker = Marker(properties)
+    view = read_catalog(engine, exclusive=False)
+    retried("marking", lambda: marker.mark(view))
     cutoff = time.time() - older_than.total_seconds()
-    root = _key(lakehouse.config.warehouse).rstrip("/") + "/"
-    garbage = [
-        uri
-        for uri, mtime in list_warehouse(properties, lakehouse.config.warehouse)
-        if _key(uri) not in reached and mtime <= cutoff and _TABLE_FILE.match(_key(uri).removeprefix(root))
+    root = _key(warehouse).rstrip("/") + "/"
+    candidates = [
+        (uri, mtime)
+        for uri, mtime in retried("listing", lambda: list_warehouse(properties, warehouse))
+        if mtime <= cutoff and _TABLE_FILE.match(_key(uri).removeprefix(root)) and uri not in marker and not view.keeps(mtime)
     ]
-    if not dry_run:
-        io = load_file_io(properties, lakehouse.config.warehouse)
-        for uri in garbage:
-            io.delete(uri)
-    return sorted(garbage)
+    if dry_run:
+        return sorted(uri for uri, _ in candidates)
+    io = load_file_io(properties, warehouse)
+    deleted: list[str] = []
+    for start in range(0, len(candidates), BATCH_SIZE):
+        view = read_catalog(engine, exclusive=True)
+        retried("marking", lambda: marker.mark(view))  # noqa: B023 - called at once, in this iteration
+        for uri, mtime in candidates[start : start + BATCH_SIZE]:
+            if uri in marker or view.keeps(mtime):
+                continue
+            if retried(f"deleting {uri}", lambda: _delete(io, uri)):  # noqa: B023 - called at once
+                deleted.append(uri)
+    return sorted(deleted)
+
+
+def _delete(io: Any, uri: str) -> bool:
+    """Delete `uri`; False when it is already gone (another collection took it)."""
+    try:
+        io.delete(uri)
+    except FileNotFoundError:
+        return False
+    return True

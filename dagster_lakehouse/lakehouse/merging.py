@@ -1,14 +1,16 @@
 """`MergeCommit`: a three-way merge of every table of one ref into a branch, in one catalog transaction.
 
-Tables changed on one side only switch pointers. Tables changed on both sides are merged at the level of
-Iceberg data files by the rules of `merge_rules`: when the two sides' operations commute, the source's pending
-operations are replayed on the target's current table (appends add the source's data files by reference; a
-partition-scoped replace deletes the rows its filter matches, dropping the files it wholly matches and rewriting
-only files that also hold other rows), each as a snapshot naming its origin and the source branch.
+Tables changed on one side only switch pointers, with no object-store I/O: the snapshot id the merge logs for such
+a table is the one the source's log recorded when it committed that metadata file. Tables changed on both sides are
+merged at the level of Iceberg data files by the rules of `merge_rules`: when the two sides' operations commute, the
+source's pending operations are replayed on the target's current table (appends add the source's data files by
+reference; a partition-scoped replace deletes the rows its filter matches, dropping the files it wholly matches and
+rewriting only files that also hold other rows), each as a snapshot naming its origin and the source branch.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,15 +19,25 @@ from typing import TYPE_CHECKING, Literal
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.table.update import AddSchemaUpdate, SetCurrentSchemaUpdate
+from sqlalchemy import select
 
 from dagster_lakehouse.lakehouse import refs as refstore
 from dagster_lakehouse.lakehouse.catalog import RefCatalog
-from dagster_lakehouse.lakehouse.commits import CatalogCommit, Pointer, add_log_entry, load_at, stage, transaction
+from dagster_lakehouse.lakehouse.commits import (
+    CatalogCommit,
+    LostRace,
+    Pointer,
+    add_log_entry,
+    load_at,
+    stage,
+    transaction,
+)
 from dagster_lakehouse.lakehouse.errors import LakehouseError, MergeConflict, ProtectedBranchError, TableConflict
 from dagster_lakehouse.lakehouse.filters import filter_string, prepare_filter
 from dagster_lakehouse.lakehouse.history import MERGE_SOURCE, SOURCE_SNAPSHOT, TableOp, op_props, pending_ops
 from dagster_lakehouse.lakehouse.merge import State, plan_merge
 from dagster_lakehouse.lakehouse.merge_rules import holds_matching_rows, merge_conflict
+from dagster_lakehouse.lakehouse.storage import is_transient
 from dagster_lakehouse.lakehouse.writes import append_files, delete_rows
 
 if TYPE_CHECKING:
@@ -38,6 +50,18 @@ _PARALLEL_TABLES = 8
 
 Resolution = Literal["fail", "source", "target"]
 OnConflict = Resolution | Mapping[str, Resolution]
+
+
+@dataclass(frozen=True)
+class SwitchedPointer(Pointer):
+    """A pointer moved to a metadata file the source committed, carrying the snapshot id the source's log recorded for
+    it, so switching needs no object-store read."""
+
+    recorded_snapshot_id: int | None = None
+
+    @property
+    def snapshot_id(self) -> int | None:
+        return self.recorded_snapshot_id
 
 
 @dataclass
@@ -81,6 +105,10 @@ class MergeCommit(CatalogCommit):
         return self.on_conflict.get(table, "fail")
 
     def prepare(self) -> list[Pointer]:
+        """Plan and stage on the refs' current states, re-planned while the object store fails transiently."""
+        return self.lakehouse._retrying(self.what, self._prepare)
+
+    def _prepare(self) -> list[Pointer]:
         lh = self.lakehouse
         with lh.engine.connect() as conn:
             src, dst = lh._get_ref(conn, self.source), lh._get_ref(conn, self.ref)
@@ -88,6 +116,8 @@ class MergeCommit(CatalogCommit):
                 raise ProtectedBranchError(f"'{self.ref}' is a tag; tags are immutable")
             source_state, target_state = lh._state(conn, self.source), lh._state(conn, self.ref)
             base = refstore.get_merge_base(conn, self.source, self.ref)
+            pointer_plan = plan_merge(base or {}, source_state, target_state)
+            recorded = self._recorded_snapshots(conn, source_state, {*pointer_plan.changes, *pointer_plan.both_changed})
         if base is None:
             raise LakehouseError(
                 f"cannot merge '{self.source}' into '{self.ref}': they have no branch point in common "
@@ -95,10 +125,9 @@ class MergeCommit(CatalogCommit):
                 f"merge '{self.source}' into '{src.parent}' first, then '{src.parent}' into '{self.ref}'"
             )
         plan = MergePlan(source_state, target_state, base)
-        pointer_plan = plan_merge(base, source_state, target_state)
         conflicts: list[TableConflict] = []
         for table, location in pointer_plan.changes.items():
-            plan.pointers.append(self._switch(table, target_state.get(table), location))
+            plan.pointers.append(self._switch(table, target_state.get(table), location, recorded))
         for table, outcome in self._merge_tables(pointer_plan.both_changed, base, source_state, target_state):
             if isinstance(outcome, TableConflict):
                 resolution = self._resolution(table)
@@ -106,7 +135,11 @@ class MergeCommit(CatalogCommit):
                     conflicts.append(outcome)
                     continue
                 plan.resolved[table] = resolution
-                outcome = self._switch(table, target_state.get(table), source_state.get(table)) if resolution == "source" else None
+                outcome = (
+                    self._switch(table, target_state.get(table), source_state.get(table), recorded)
+                    if resolution == "source"
+                    else None
+                )
             elif outcome is not None and outcome.location != source_state.get(table):
                 plan.replayed.append(table)  # not a fast-forward to the source's table
             if outcome is not None:
@@ -129,9 +162,25 @@ class MergeCommit(CatalogCommit):
         with ThreadPoolExecutor(max_workers=min(_PARALLEL_TABLES, len(tables))) as pool:
             return list(zip(tables, pool.map(merge_one, tables), strict=True))
 
-    def _switch(self, table: str, expected: str | None, location: str | None) -> Pointer:
-        metadata = load_at(self.lakehouse.catalog(self.source), table, location).metadata if location else None
-        return Pointer(table, expected, location, metadata)
+    def _recorded_snapshots(self, conn: Connection, source_state: State, tables: set[str]) -> dict[str, int]:
+        """Snapshot ids the source's log recorded for the current metadata of `tables` (those it has a record of).
+
+        `LostRace` if a source pointer moved while the log was read, which would pair a pointer with a later record.
+        """
+        recorded = recorded_snapshots(conn, self.source, tables & set(source_state))
+        now = self.lakehouse._state(conn, self.source)
+        moved = sorted(t for t in recorded if now.get(t) != source_state[t])
+        if moved:
+            raise LostRace(moved[0])
+        return recorded
+
+    def _switch(self, table: str, expected: str | None, location: str | None, recorded: dict[str, int]) -> Pointer:
+        """Move the target's pointer to the source's `location`; its metadata is read only if the log has no record."""
+        if location is None:
+            return Pointer(table, expected, None)
+        if table in recorded:
+            return SwitchedPointer(table, expected, location, recorded_snapshot_id=recorded[table])
+        return Pointer(table, expected, location, load_at(self.lakehouse.catalog(self.source), table, location).metadata)
 
     def _merge_table(
         self, table: str, base: str | None, source: str | None, target: str | None
@@ -150,7 +199,7 @@ class MergeCommit(CatalogCommit):
         if not source_ops:
             return None  # the target holds every operation of the source already
         if not target_ops and (base_schema is None or dst.schema().as_struct() in (base_schema.as_struct(), src.schema().as_struct())):
-            return self._switch(table, target, source)  # the target holds nothing the source lacks: fast-forward
+            return Pointer(table, target, source, src.metadata)  # the target holds nothing the source lacks: fast-forward
         reason = merge_conflict(
             self.source, self.ref, source_ops, target_ops, src.metadata, dst.metadata, base_schema, dst.io
         )
@@ -214,8 +263,32 @@ def _base_schema(catalog: RefCatalog, table: str, base: str) -> Schema | None:
     """The table's schema at the branch point (None if that metadata file is gone)."""
     try:
         return load_at(catalog, table, base).schema()
-    except (FileNotFoundError, OSError):
+    except OSError as exc:
+        if is_transient(exc):
+            raise  # the store is down, not the file gone: retried by `MergeCommit.prepare`
         return None
+
+
+def recorded_snapshots(conn: Connection, ref: str, tables: set[str]) -> dict[str, int]:
+    """For each of `tables`, the snapshot id in the newest commit reachable from `ref` that names it (as `log` walks:
+    the ref's own commits, then its parent's up to the fork). Tables whose newest record is a drop are left out."""
+    commits = refstore.commits_table
+    found: dict[str, int | None] = {}
+    current, up_to, seen = refstore.get_ref(conn, ref), None, set()
+    while current is not None and current.name not in seen and len(found) < len(tables):
+        seen.add(current.name)
+        query = select(commits.c.snapshots).where(commits.c.ref == current.name)
+        if up_to is not None:
+            query = query.where(commits.c.seq <= up_to)
+        for (snapshots,) in conn.execute(query.order_by(commits.c.seq.desc())):
+            for table, snapshot_id in json.loads(snapshots).items():
+                if table in tables:
+                    found.setdefault(table, snapshot_id)
+            if len(found) == len(tables):
+                break
+        up_to = current.fork_seq
+        current = refstore.get_ref(conn, current.parent) if current.parent else None
+    return {table: snapshot_id for table, snapshot_id in found.items() if snapshot_id is not None}
 
 
 def change_counts(side: Table, other: Table | None) -> dict[str, int]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 import polars as pl
 import pyarrow as pa
@@ -14,6 +14,9 @@ from dagster_lakehouse.lakehouse.config import LakehouseConfig
 from dagster_lakehouse.lakehouse.errors import ColumnNotFound
 from dagster_lakehouse.lakehouse.filters import FilterLike, prepare_filter, to_polars
 from dagster_lakehouse.lakehouse.names import MAIN
+from dagster_lakehouse.lakehouse.storage import retrying
+
+T = TypeVar("T")
 
 
 class TableReads:
@@ -24,6 +27,10 @@ class TableReads:
     if TYPE_CHECKING:
 
         def table(self, name: str, ref: str = MAIN) -> Table: ...  # defined by Lakehouse
+
+    def _retrying(self, what: str, fn: Callable[[], T]) -> T:
+        """`fn()`, retrying transient object-store errors up to the configured bound, then `StorageUnavailable`."""
+        return retrying(what, fn, self.config.storage_retry_seconds, self.config.warehouse)
 
     def _scan_args(
         self, name: str, ref: str, columns: Sequence[str] | None, filter: FilterLike
@@ -41,7 +48,7 @@ class TableReads:
                 raise ColumnNotFound(
                     f"{context}no column {', '.join(map(repr, missing))}; columns are: {', '.join(known)}"
                 )
-            selected = tuple(columns)
+            selected = tuple(dict.fromkeys(columns))  # a column asked for twice is read once, as the CLI does
         unbound, bound = prepare_filter(schema, filter, context=context)
         return table, selected, unbound, bound
 
@@ -54,10 +61,16 @@ class TableReads:
         filter: FilterLike = None,
         snapshot_id: int | None = None,
     ) -> pa.Table:
-        """Read table `name` on `ref` as PyArrow, reading only `columns` and the files/row groups `filter` can match."""
-        table, selected, row_filter, _ = self._scan_args(name, ref, columns, filter)
-        scan = table.scan(row_filter=row_filter, selected_fields=selected, snapshot_id=snapshot_id)
-        return scan.to_arrow()
+        """Read table `name` on `ref` as PyArrow, reading only `columns` and the files/row groups `filter` can match.
+
+        A transient object-store failure re-runs the whole read, up to `storage_retry_seconds`.
+        """
+
+        def read() -> pa.Table:
+            table, selected, row_filter, _ = self._scan_args(name, ref, columns, filter)
+            return table.scan(row_filter=row_filter, selected_fields=selected, snapshot_id=snapshot_id).to_arrow()
+
+        return self._retrying(f"table '{name}' on '{ref}'", read)
 
     def read(
         self,
@@ -82,13 +95,18 @@ class TableReads:
         filter: FilterLike = None,
         snapshot_id: int | None = None,
     ) -> pl.LazyFrame:
-        """A Polars LazyFrame over table `name` on `ref`; Polars pushes projection and filter into the scan."""
-        table, selected, _, row_filter = self._scan_args(name, ref, columns, filter)
+        """A Polars LazyFrame over table `name` on `ref`; Polars pushes projection and filter into the scan.
+
+        Loading the table is retried on transient object-store errors; the files are read when the frame is collected.
+        """
+        table, selected, _, row_filter = self._retrying(
+            f"table '{name}' on '{ref}'", lambda: self._scan_args(name, ref, columns, filter)
+        )
         if snapshot_id is None and table.current_snapshot() is None:
             return pl.from_arrow(table.scan(selected_fields=selected).to_arrow()).lazy()  # type: ignore[union-attr]
         lazy = pl.scan_iceberg(table, snapshot_id=snapshot_id, storage_options=self._polars_storage_options())
         if not isinstance(row_filter, AlwaysTrue):
-            lazy = lazy.filter(to_polars(row_filter))
+            lazy = lazy.filter(to_polars(row_filter, table.schema()))
         if selected != ("*",):
             lazy = lazy.select(list(selected))
         return lazy

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Connection,
     Float,
@@ -57,6 +58,18 @@ merge_bases_table = Table(
     Column("base", Text, nullable=False),
 )
 """The common ancestor state of two refs (`first` < `second`): set at a fork, moved by every merge between them."""
+
+write_leases_table = Table(
+    "lakehouse_write_leases",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("what", Text, nullable=False, default=""),
+    Column("started_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("revoked", Boolean, nullable=False, default=False),
+)
+"""One row per commit in flight (`commits.WriteLease`): `gc` keeps every file written since the oldest live lease
+started, and revokes the leases it saw, so a commit whose reads a collection may have outdated prepares again."""
 
 
 @dataclass(frozen=True)
