@@ -70,6 +70,7 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
         default="public", description="Namespace of assets whose key has one part and no lakehouse/table metadata"
     )
     _run_lakehouse: LakehouseResource | None = PrivateAttr(default=None)
+    _prepared: set[tuple[str, str]] = PrivateAttr(default_factory=set)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Take the run config of the resource key `lakehouse` into the nested resource: it is one setting."""
@@ -96,13 +97,14 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
         """Before a step's body runs: resolve its branch, tag the run, create the branch, and refuse now (not after
         an expensive computation) a write the step's lakehouse outputs could not make (protected `main`, a tag)."""
         step = step_context_of(context)
-        if step is None:
-            return
+        if step is None or (step.run_id, step.step.key) in self._prepared:
+            return  # once per step: a step with several inputs (and a notebook model's body) asks again
         outputs = _lakehouse_outputs(step)
         what = f"asset {outputs[0]!r}" if len(outputs) == 1 else f"the assets {', '.join(outputs)}" if outputs else (
             f"step {step.step.key!r}"
         )
         self.store.prepare(step, what=what, writes=bool(outputs))
+        self._prepared.add((step.run_id, step.step.key))
 
     # ----- outputs ------------------------------------------------------------------------------------
 
