@@ -15,8 +15,10 @@ from dagster_lakehouse.lakehouse import (
     LakehouseError,
     MergeConflict,
     MergeResult,
+    RevertConflict,
     TableConflict,
     TableDiff,
+    UndoResult,
     WriteConflict,
 )
 from dagster_lakehouse.notebook.spec import Input, model
@@ -40,7 +42,9 @@ __all__ = [
     "TableConflict",
     "WriteConflict",
     "MergeResult",
+    "RevertConflict",
     "TableDiff",
+    "UndoResult",
     "model",
     *_LAZY,
 ]

@@ -1,7 +1,7 @@
 """The `lakehouse` command line: branches, tags, tables, file imports and SQL over an Iceberg lakehouse.
 
 Exit codes: 0 success; 1 a lakehouse error (`error: ...` on stderr, no traceback); 2 a usage error;
-3 a merge conflict (the conflicting tables are listed); 130 interrupted.
+3 a merge or revert conflict (the conflicting tables are listed); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import pyarrow as pa
 from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
-from dagster_lakehouse.cli import branch, data, maintenance, table, tag
+from dagster_lakehouse.cli import branch, data, history, maintenance, table, tag
 from dagster_lakehouse.cli._common import CliError, first_paragraph, open_lakehouse
 from dagster_lakehouse.lakehouse import LakehouseError, MergeConflict
+from dagster_lakehouse.lakehouse.errors import RevertConflict
 
 __all__ = ["build_parser", "main"]
 
@@ -44,13 +45,16 @@ EPILOG = """\
 connection: --catalog-uri/--warehouse, else LAKEHOUSE_CATALOG_URI/LAKEHOUSE_WAREHOUSE, else the local
 lakehouse in --path / LAKEHOUSE_PATH (default: .lakehouse). Global options go before or after the command.
 
-exit codes: 0 ok, 1 lakehouse error, 2 usage error, 3 merge conflict, 130 interrupted.
+exit codes: 0 ok, 1 lakehouse error, 2 usage error, 3 merge or revert conflict, 130 interrupted.
 
 examples:
   lakehouse branch create dev
   lakehouse import trips.parquet taxi.trips --branch dev
   lakehouse query "SELECT count(*) FROM taxi.trips" --ref dev
   lakehouse branch merge dev
+  lakehouse log --table taxi.trips
+  lakehouse table head taxi.trips --ref main~1
+  lakehouse revert 1a2b3c4d
 """
 
 
@@ -89,12 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_parser(commands, common)
     table.add_parser(commands, common)
     data.add_parsers(commands, common)
+    history.add_parsers(commands, common)
     maintenance.add_parser(commands, common)
     return parser
 
 
 def _error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
+
+
+def _conflicts(exc: MergeConflict | RevertConflict) -> None:
+    _error(str(exc))
+    print("conflicting tables:", file=sys.stderr)
+    for conflict in exc.conflicts:
+        print(f"  {conflict.table}: {conflict.reason}", file=sys.stderr)
 
 
 def _silence_stdout() -> None:
@@ -114,14 +126,21 @@ def run(args: argparse.Namespace) -> int:
     except MergeConflict as exc:
         if args.debug:
             traceback.print_exc()
-        _error(str(exc))
-        print("conflicting tables:", file=sys.stderr)
-        for conflict in exc.conflicts:
-            print(f"  {conflict.table}: {conflict.reason}", file=sys.stderr)
+        _conflicts(exc)
         print(
             f"hint: 'lakehouse branch diff {exc.target} {exc.source}' shows both sides; "
             f"'--on-conflict source' or '--on-conflict target' takes one side's version of those tables, "
             f"or redo the changes of '{exc.source}' on a new branch created from '{exc.target}'",
+            file=sys.stderr,
+        )
+        return EXIT_CONFLICT
+    except RevertConflict as exc:
+        if args.debug:
+            traceback.print_exc()
+        _conflicts(exc)
+        print(
+            f"hint: 'lakehouse log {exc.branch} --table TABLE' lists the later commits; revert those first, "
+            f"or move the branch with 'lakehouse branch reset {exc.branch} --to REF'",
             file=sys.stderr,
         )
         return EXIT_CONFLICT

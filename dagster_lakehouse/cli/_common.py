@@ -18,6 +18,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from dagster_lakehouse.lakehouse import Lakehouse
 from dagster_lakehouse.lakehouse.config import DEFAULT_PATH
 
+REF_HELP = "branch, tag or past commit: main@<commit>, dev~2 (default: main)"
+"""Help of an argument that reads a ref: wherever a ref is read, a past commit (`main@<commit>`, `dev~2`) is too."""
+
 
 class CliError(Exception):
     """A failure reported as `error: <message>` with exit code 1 (no traceback)."""

@@ -1,12 +1,13 @@
-"""`lakehouse branch ...`: create, list, delete, merge, diff and log lake-wide branches."""
+"""`lakehouse branch ...`: create, list, delete, merge, diff, log and reset lake-wide branches."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from dagster_lakehouse.cli._common import local_time, note, positive_int, print_json, print_rows
-from dagster_lakehouse.lakehouse import Commit, Lakehouse, MergeConflict
+from dagster_lakehouse.cli import history
+from dagster_lakehouse.cli._common import REF_HELP, local_time, note, print_json, print_rows
+from dagster_lakehouse.lakehouse import Lakehouse, MergeConflict
 from dagster_lakehouse.lakehouse.names import MAIN
 
 
@@ -17,9 +18,9 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     sub = branch.add_subparsers(dest="branch_command", metavar="COMMAND", required=True)
 
-    create = sub.add_parser("create", parents=[common], help="fork a branch from a branch or tag (metadata only)")
+    create = sub.add_parser("create", parents=[common], help="fork a branch from a branch, tag or past commit")
     create.add_argument("name", metavar="NAME", help="new branch name (git ref-name rules)")
-    create.add_argument("--from", dest="from_ref", default=MAIN, metavar="REF", help="branch or tag to fork (default: main)")
+    create.add_argument("--from", dest="from_ref", default=MAIN, metavar="REF", help=f"what to fork: {REF_HELP}")
     create.set_defaults(handler=create_branch, creates=True)
 
     listing = sub.add_parser("list", parents=[common], help="list branches")
@@ -52,16 +53,20 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     merge.set_defaults(handler=merge_branch)
 
     diff = sub.add_parser("diff", parents=[common], help="tables added, removed or modified from ref A to ref B")
-    diff.add_argument("a", metavar="A", help="branch or tag before")
-    diff.add_argument("b", metavar="B", help="branch or tag after")
+    diff.add_argument("a", metavar="A", help="branch, tag or past commit (main@<commit>, dev~2) before")
+    diff.add_argument("b", metavar="B", help="branch, tag or past commit (main@<commit>, dev~2) after")
     diff.add_argument("--json", action="store_true", help="print JSON for scripts")
     diff.set_defaults(handler=diff_refs)
 
-    log = sub.add_parser("log", parents=[common], help="commits reachable from a branch or tag, newest first")
-    log.add_argument("ref", nargs="?", default=MAIN, metavar="REF", help="branch or tag (default: main)")
-    log.add_argument("-n", "--limit", type=positive_int, default=None, metavar="N", help="show at most N commits")
-    log.add_argument("--json", action="store_true", help="print JSON for scripts")
-    log.set_defaults(handler=show_log)
+    log = sub.add_parser(
+        "log",
+        parents=[common],
+        help="commits reachable from a branch or tag, newest first (also 'lakehouse log')",
+        description=history.LOG_DESCRIPTION,
+    )
+    history.add_log_arguments(log)
+
+    history.add_reset_parser(sub, common)
 
 
 def create_branch(lh: Lakehouse, args: argparse.Namespace) -> int:
@@ -173,51 +178,4 @@ def diff_refs(lh: Lakehouse, args: argparse.Namespace) -> int:
                 for d in diffs
             ],
         )
-    return 0
-
-
-def commit_json(commit: Commit) -> dict[str, Any]:
-    """A commit as a JSON-ready dict."""
-    return {
-        "id": commit.id,
-        "ref": commit.ref,
-        "kind": commit.kind,
-        "time": commit.time,
-        "message": commit.message,
-        "tables": commit.tables,
-        "snapshots": commit.snapshots,
-        "run_id": commit.run_id,
-    }
-
-
-def tables_cell(tables: list[str]) -> str:
-    """Up to three table names, else their count, so a branch creation over many tables stays one short line."""
-    if not tables:
-        return "-"
-    return ",".join(tables) if len(tables) <= 3 else f"{len(tables)} tables"
-
-
-def show_log(lh: Lakehouse, args: argparse.Namespace) -> int:
-    """`branch log [REF] [-n N] [--json]`."""
-    commits = lh.log(args.ref, args.limit)
-    if args.json:
-        print_json([commit_json(c) for c in commits])
-        return 0
-    with_runs = any(c.run_id for c in commits)
-    headers = ["COMMIT", "TIME", "REF", "KIND", "TABLES", *(["RUN"] if with_runs else []), "MESSAGE"]
-    print_rows(
-        headers,
-        [
-            [
-                c.id[:12],
-                local_time(c.time),
-                c.ref,
-                c.kind,
-                tables_cell(c.tables),
-                *([c.run_id] if with_runs else []),
-                c.message,
-            ]
-            for c in commits
-        ],
-    )
     return 0

@@ -12,6 +12,7 @@ import polars as pl
 
 from dagster_lakehouse.cli._common import (
     FRAME_FORMATS,
+    REF_HELP,
     CliError,
     UsageError,
     first_paragraph,
@@ -19,7 +20,7 @@ from dagster_lakehouse.cli._common import (
     print_frame,
 )
 from dagster_lakehouse.lakehouse import Lakehouse, ProtectedBranchError
-from dagster_lakehouse.lakehouse.errors import InvalidData
+from dagster_lakehouse.lakehouse.errors import InvalidData, PinnedRefError
 from dagster_lakehouse.lakehouse.names import MAIN, split_table_name
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -73,7 +74,7 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     query.add_argument("sql", metavar="SQL", help="the query, e.g. 'SELECT count(*) FROM taxi.trips'")
-    query.add_argument("--ref", default=MAIN, help="branch or tag (default: main)")
+    query.add_argument("--ref", default=MAIN, help=REF_HELP)
     query.add_argument("--format", choices=FRAME_FORMATS, default="table", help="output format (default: table)")
     query.add_argument(
         "--max-rows",
@@ -159,6 +160,8 @@ def import_data(lh: Lakehouse, args: argparse.Namespace) -> int:
         raise CliError(f"cannot import '{args.source}': {exc}") from exc
     except TypeError as exc:
         raise CliError(f"cannot import '{args.source}': {exc}") from exc
+    except PinnedRefError:
+        raise  # a past commit (`main~1`): its message says what to do, --allow-main would not help
     except ProtectedBranchError as exc:
         raise CliError(str(exc), hint=_protected_hint(lh, args.branch)) from exc
     origin = f"{files} files in '{args.source}'" if files > 1 else f"'{args.source}'"

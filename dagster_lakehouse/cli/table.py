@@ -8,6 +8,7 @@ from typing import Any
 
 from dagster_lakehouse.cli._common import (
     FRAME_FORMATS,
+    REF_HELP,
     column_list,
     local_time,
     note,
@@ -29,13 +30,13 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     sub = table.add_subparsers(dest="table_command", metavar="COMMAND", required=True)
 
     listing = sub.add_parser("list", parents=[common], help="tables visible on a branch or tag")
-    listing.add_argument("--ref", default=MAIN, help="branch or tag (default: main)")
+    listing.add_argument("--ref", default=MAIN, help=REF_HELP)
     listing.add_argument("--json", action="store_true", help="print JSON for scripts")
     listing.set_defaults(handler=list_tables)
 
     show = sub.add_parser("show", parents=[common], help="schema, snapshot, location and row count of a table")
     show.add_argument("name", metavar="NAME", help="table as namespace.table")
-    show.add_argument("--ref", default=MAIN, help="branch or tag (default: main)")
+    show.add_argument("--ref", default=MAIN, help=REF_HELP)
     show.add_argument("--json", action="store_true", help="print JSON for scripts")
     show.set_defaults(handler=show_table)
 
@@ -48,7 +49,7 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         "Python, and pushed down into the scan.",
     )
     head.add_argument("name", metavar="NAME", help="table as namespace.table")
-    head.add_argument("--ref", default=MAIN, help="branch or tag (default: main)")
+    head.add_argument("--ref", default=MAIN, help=REF_HELP)
     head.add_argument("-n", "--rows", type=positive_int, default=10, metavar="N", help="number of rows (default: 10)")
     head.add_argument("--columns", type=column_list, metavar="A,B", help="only these columns")
     head.add_argument("--filter", metavar="EXPR", help="row filter expression")

@@ -21,7 +21,7 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         "'lakehouse tag list main'.",
     )
     tag.add_argument("name", nargs="?", metavar="NAME", help="tag to create (or 'list')")
-    tag.add_argument("ref", nargs="?", metavar="REF", help="branch or tag to freeze (default: main)")
+    tag.add_argument("ref", nargs="?", metavar="REF", help="branch, tag or past commit (main~1) to freeze (default: main)")
     tag.add_argument("-d", "--delete", action="store_true", help="delete tag NAME instead")
     tag.add_argument("--json", action="store_true", help="print JSON for scripts (when listing)")
     tag.set_defaults(handler=run_tag)

@@ -4,6 +4,8 @@ from dagster_lakehouse.lakehouse.config import LakehouseConfig
 from dagster_lakehouse.lakehouse.core import Lakehouse, WriteResult
 from dagster_lakehouse.lakehouse.errors import (
     ColumnNotFound,
+    CommitExpired,
+    CommitNotFound,
     CommitTimeout,
     InvalidData,
     InvalidFilter,
@@ -12,10 +14,12 @@ from dagster_lakehouse.lakehouse.errors import (
     InvalidWrite,
     LakehouseError,
     MergeConflict,
+    PinnedRefError,
     ProtectedBranchError,
     ReadOnlyError,
     RefAlreadyExists,
     RefNotFound,
+    RevertConflict,
     RowsOutsideFilter,
     SchemaMismatch,
     StorageUnavailable,
@@ -27,10 +31,14 @@ from dagster_lakehouse.lakehouse.errors import (
 )
 from dagster_lakehouse.lakehouse.merge import MergeResult, TableDiff
 from dagster_lakehouse.lakehouse.refs import Commit, Ref
+from dagster_lakehouse.lakehouse.refspec import RefView
+from dagster_lakehouse.lakehouse.undo import UndoResult
 
 __all__ = [
     "ColumnNotFound",
     "Commit",
+    "CommitExpired",
+    "CommitNotFound",
     "CommitTimeout",
     "InvalidData",
     "InvalidFilter",
@@ -44,16 +52,20 @@ __all__ = [
     "TableConflict",
     "WriteConflict",
     "MergeResult",
+    "PinnedRefError",
     "ProtectedBranchError",
     "ReadOnlyError",
     "Ref",
     "RefAlreadyExists",
     "RefNotFound",
+    "RefView",
+    "RevertConflict",
     "RowsOutsideFilter",
     "SchemaMismatch",
     "StorageUnavailable",
     "TableDiff",
     "TableNotFound",
+    "UndoResult",
     "UnsafeGC",
     "WriteLeaseExpired",
     "WriteResult",

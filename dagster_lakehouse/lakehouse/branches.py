@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, delete, insert, literal, select
 from sqlalchemy.exc import IntegrityError
 
 from dagster_lakehouse.lakehouse import refs as refstore
 from dagster_lakehouse.lakehouse.catalog import IcebergNamespaceProperties, IcebergTables, RefCatalog
-from dagster_lakehouse.lakehouse.errors import ProtectedBranchError, RefAlreadyExists, RefNotFound
+from dagster_lakehouse.lakehouse.errors import PinnedRefError, ProtectedBranchError, RefAlreadyExists, RefNotFound
 from dagster_lakehouse.lakehouse.merge import State
 from dagster_lakehouse.lakehouse.names import MAIN, validate_ref_name
 from dagster_lakehouse.lakehouse.refs import Ref
+from dagster_lakehouse.lakehouse.refspec import RefView, is_pinned
 
 
 class BranchOps:
@@ -23,13 +24,17 @@ class BranchOps:
     _lock: threading.Lock
     _catalogs: dict[str, RefCatalog]
 
+    if TYPE_CHECKING:
+
+        def _view(self, conn: Any, spec: str) -> RefView: ...  # defined by `timeline.Timeline`
+
     def _ensure_main(self) -> None:
         with self.engine.begin() as conn:
             if refstore.get_ref(conn, MAIN) is None:
                 try:
                     with conn.begin_nested():
                         refstore.insert_ref(conn, MAIN, "branch", None, None, {})
-                        refstore.add_commit(conn, MAIN, "create", "created main", [])
+                        refstore.add_commit(conn, MAIN, "create", "created main", [], changes={})
                 except IntegrityError:
                     pass
 
@@ -42,6 +47,11 @@ class BranchOps:
     def _get_ref(self, conn: Any, name: str) -> Ref:
         self._check_storable(name)
         ref = refstore.get_ref(conn, name)
+        if ref is None and is_pinned(name):
+            raise PinnedRefError(
+                f"'{name}' names a past commit, which is read-only: write, merge or reset a branch instead, or start one "
+                f"there with create_branch('fix', from_ref='{name}')"
+            )
         if ref is None:
             known = ", ".join(r.name for r in refstore.list_refs(conn)) or "none"
             raise RefNotFound(f"branch or tag '{name}' does not exist (known: {known})")
@@ -77,11 +87,12 @@ class BranchOps:
         return ref is not None and not ref.is_tag
 
     def create_branch(self, name: str, from_ref: str = MAIN, *, exist_ok: bool = False) -> Ref:
-        """Fork `from_ref` in one transaction: copies one catalog row per table, never a data file."""
+        """Fork `from_ref` (a ref, or a past commit: `main@<commit>`, `main~2`) in one transaction: copies one catalog
+        row per table, never a data file."""
         return self._create_ref(name, from_ref, "branch", exist_ok=exist_ok)
 
     def tag(self, name: str, ref: str = MAIN) -> Ref:
-        """Freeze the current state of `ref` under an immutable tag name."""
+        """Freeze the state of `ref` (now, or at a past commit: `main@<commit>`) under an immutable tag name."""
         return self._create_ref(name, ref, "tag", exist_ok=False)
 
     def _create_ref(self, name: str, from_ref: str, kind: str, *, exist_ok: bool) -> Ref:
@@ -102,28 +113,47 @@ class BranchOps:
                 if exist_ok and existing.kind == kind:
                     return existing
                 raise RefAlreadyExists(f"a {existing.kind} named '{name}' exists already")
-            self._get_ref(conn, from_ref)
-            base = self._state(conn, from_ref)
-            fork_seq = refstore.last_seq(conn)
+            view = self._view(conn, from_ref)
+            parent, base = view.ref.name, view.state
             tables = IcebergTables.__table__
-            columns = [c.name for c in tables.columns if c.name != "catalog_name"]
-            conn.execute(
-                insert(tables).from_select(
-                    ["catalog_name", *columns],
-                    select(literal(name), *[tables.c[c] for c in columns]).where(tables.c.catalog_name == from_ref),
+            if view.commit is None:
+                fork_seq = refstore.last_seq(conn)
+                columns = [c.name for c in tables.columns if c.name != "catalog_name"]
+                conn.execute(
+                    insert(tables).from_select(
+                        ["catalog_name", *columns],
+                        select(literal(name), *[tables.c[c] for c in columns]).where(tables.c.catalog_name == parent),
+                    )
                 )
-            )
+            else:  # a past commit: its pointers, rebuilt from the log, forked from the ref that made the commit
+                parent, fork_seq = view.commit.ref, view.commit.seq
+                if base:
+                    conn.execute(
+                        insert(tables),
+                        [
+                            {"catalog_name": name, "table_namespace": t.split(".")[0], "table_name": t.split(".")[1],
+                             "metadata_location": location, "previous_metadata_location": None}
+                            for t, location in sorted(base.items())
+                        ],
+                    )
             props = IcebergNamespaceProperties.__table__
             pcols = [c.name for c in props.columns if c.name != "catalog_name"]
             conn.execute(
                 insert(props).from_select(
                     ["catalog_name", *pcols],
-                    select(literal(name), *[props.c[c] for c in pcols]).where(props.c.catalog_name == from_ref),
+                    select(literal(name), *[props.c[c] for c in pcols]).where(props.c.catalog_name == view.ref.name),
                 )
             )
-            refstore.insert_ref(conn, name, kind, from_ref, fork_seq, base)
-            refstore.set_merge_base(conn, name, from_ref, base)
-            refstore.add_commit(conn, name, "create", f"{kind} '{name}' created from '{from_ref}'", sorted(base))
+            refstore.insert_ref(conn, name, kind, parent, fork_seq, base)
+            refstore.set_merge_base(conn, name, parent, base)
+            refstore.add_commit(
+                conn,
+                name,
+                "create",
+                f"{kind} '{name}' created from '{from_ref}'",
+                sorted(base),
+                changes={table: (None, location) for table, location in base.items()},
+            )
             return self._get_ref(conn, name)
 
     def delete_branch(self, name: str) -> None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from pyiceberg.catalog import MetastoreCatalog
+from pyiceberg.catalog import Catalog, MetastoreCatalog
 from pyiceberg.catalog.sql import IcebergNamespaceProperties, IcebergTables, SqlCatalog
+from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
+from pyiceberg.serializers import FromInputFile
 from pyiceberg.table import Table
 from sqlalchemy import Engine, create_engine, event
 
@@ -18,6 +20,7 @@ from dagster_lakehouse.lakehouse.errors import ReadOnlyError
 __all__ = [
     "IcebergNamespaceProperties",
     "IcebergTables",
+    "PinnedCatalog",
     "ReadOnlyCatalog",
     "ReadOnlyTable",
     "RefCatalog",
@@ -131,6 +134,46 @@ class ReadOnlyCatalog(RefCatalog):
 
     def destroy_tables(self) -> NoReturn:
         self._refuse("destroy_tables")
+
+
+class PinnedCatalog(ReadOnlyCatalog):
+    """The read-only catalog of a past state (`main@<commit>`, `dev~2`): its tables are the pointers the ref had then,
+    rebuilt from the commit log (`refspec.state_at`), not the ref's current rows."""
+
+    def __init__(self, name: str, engine: Engine, schema_version: str, state: dict[str, str], **properties: str):
+        super().__init__(name, engine, schema_version, **properties)
+        self.state = dict(state)
+
+    def load_table(self, identifier: Any) -> Table:
+        name = ".".join(Catalog.identifier_to_tuple(identifier))
+        location = self.state.get(name)
+        if location is None:
+            raise NoSuchTableError(f"table '{name}' does not exist on '{self.name}'")
+        io = self._load_file_io(location=location)
+        metadata = FromInputFile.table_metadata(io.new_input(location))
+        table = Table(
+            identifier=Catalog.identifier_to_tuple(name),
+            metadata=metadata,
+            metadata_location=location,
+            io=self._load_file_io(metadata.properties, location),
+            catalog=self,
+        )
+        return read_only(table, self)
+
+    def table_exists(self, identifier: Any) -> bool:
+        return ".".join(Catalog.identifier_to_tuple(identifier)) in self.state
+
+    def list_tables(self, namespace: Any) -> list[tuple[str, ...]]:
+        wanted = ".".join(Catalog.identifier_to_tuple(namespace))
+        tables = [tuple(name.split(".")) for name in sorted(self.state) if name.split(".")[0] == wanted]
+        if not tables:
+            raise NoSuchNamespaceError(f"namespace '{wanted}' does not exist on '{self.name}'")
+        return tables
+
+    def list_namespaces(self, namespace: Any = ()) -> list[tuple[str, ...]]:
+        if Catalog.identifier_to_tuple(namespace):
+            return []
+        return sorted({(name.split(".")[0],) for name in self.state})
 
 
 class ReadOnlyTable(Table):

@@ -276,6 +276,7 @@ class CatalogCommit(ABC):
                     pointers = self.prepare()
                     checkpoint("staged")
                     with self.engine.begin() as conn:
+                        refstore.lock_ref(conn, self.ref)  # commits of one ref log in the order they take effect
                         self.lease.release(conn)
                         self.check(conn)
                         checkpoint("before-swap")
@@ -303,6 +304,7 @@ class CatalogCommit(ABC):
 
 
 def add_log_entry(conn: Connection, ref: str, kind: str, message: str, pointers: list[Pointer], **kwargs: Any) -> str:
-    """The commit-log entry of `pointers`: tables changed and their new snapshot ids."""
+    """The commit-log entry of `pointers`: tables changed, their new snapshot ids, and their pointers before and after."""
     snapshots = {p.table: p.snapshot_id for p in pointers}
-    return refstore.add_commit(conn, ref, kind, message, list(snapshots), snapshots, **kwargs)
+    changes = {p.table: (p.expected, p.location) for p in pointers}
+    return refstore.add_commit(conn, ref, kind, message, list(snapshots), snapshots, changes=changes, **kwargs)

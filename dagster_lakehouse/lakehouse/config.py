@@ -5,25 +5,30 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from dagster_lakehouse.lakehouse.errors import LakehouseError
 
 DEFAULT_PATH = ".lakehouse"
 DEFAULT_STORAGE_RETRY_SECONDS = 30.0
+DEFAULT_HISTORY_RETENTION = timedelta(days=7)
+"""How long every past commit stays readable (`main@<commit>`), revertable, and safe from `gc`."""
 
 
 @dataclass(frozen=True)
 class LakehouseConfig:
     """Where the catalog database and the warehouse (data files) live, plus FileIO properties.
 
-    `storage_retry_seconds` bounds how long an operation retries transient object-store errors (`storage.retrying`).
+    `storage_retry_seconds` bounds how long an operation retries transient object-store errors (`storage.retrying`);
+    `history_retention` is how long past commits stay readable and revertable: `gc` keeps every file they reach.
     """
 
     catalog_uri: str
     warehouse: str
     properties: dict[str, str] = field(default_factory=dict)
     storage_retry_seconds: float = DEFAULT_STORAGE_RETRY_SECONDS
+    history_retention: timedelta = DEFAULT_HISTORY_RETENTION
 
     @classmethod
     def local(cls, path: str | os.PathLike[str] = DEFAULT_PATH) -> LakehouseConfig:
@@ -41,6 +46,7 @@ class LakehouseConfig:
         path: str | os.PathLike[str] | None = None,
         environ: dict[str, str] | None = None,
         storage_retry_seconds: float | None = None,
+        history_retention: timedelta | None = None,
     ) -> LakehouseConfig:
         """Fill what was not given from the environment; with nothing given, the local default."""
         env = os.environ if environ is None else environ
@@ -59,6 +65,7 @@ class LakehouseConfig:
             warehouse=warehouse or local.warehouse,  # type: ignore[union-attr]
             properties={key: str(value) for key, value in merged.items()},
             storage_retry_seconds=_retry_seconds(storage_retry_seconds, env),
+            history_retention=_retention(history_retention, env),
         )
 
 
@@ -77,6 +84,24 @@ def _retry_seconds(given: float | None, env: os._Environ[str] | dict[str, str]) 
     if not seconds >= 0:
         raise LakehouseError(f"{source} must be 0 or more seconds (0: fail on the first storage error), not {value!r}")
     return seconds
+
+
+def _retention(given: timedelta | None, env: os._Environ[str] | dict[str, str]) -> timedelta:
+    """The history retention window: the argument, else `LAKEHOUSE_HISTORY_RETENTION_DAYS`, else 7 days."""
+    if given is not None:
+        if not isinstance(given, timedelta) or given < timedelta(0):
+            raise LakehouseError(f"history_retention must be a timedelta of 0 or more, not {given!r}")
+        return given
+    raw = env.get("LAKEHOUSE_HISTORY_RETENTION_DAYS")
+    if not raw:
+        return DEFAULT_HISTORY_RETENTION
+    try:
+        days = float(raw)
+    except ValueError:
+        raise LakehouseError(f"LAKEHOUSE_HISTORY_RETENTION_DAYS must be a number of days, not {raw!r}") from None
+    if not 0 <= days < 100_000:
+        raise LakehouseError(f"LAKEHOUSE_HISTORY_RETENTION_DAYS must be 0 or more days (0: keep no history), not {raw!r}")
+    return timedelta(days=days)
 
 
 def _env_properties(warehouse: str, env: os._Environ[str] | dict[str, str]) -> dict[str, str]:

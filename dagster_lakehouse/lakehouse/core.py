@@ -7,7 +7,7 @@ import random
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -31,21 +31,23 @@ from dagster_lakehouse.lakehouse.catalog import (
     open_catalog_schema,
     read_only,
 )
-from dagster_lakehouse.lakehouse.commits import load_at, table_at
+from dagster_lakehouse.lakehouse.commits import table_at
 from dagster_lakehouse.lakehouse.config import DEFAULT_PATH, LakehouseConfig
 from dagster_lakehouse.lakehouse.data import DataLike, to_arrow
 from dagster_lakehouse.lakehouse.errors import (
     InvalidWrite,
     LakehouseError,
     TableNotFound,
+    UnsafeGC,
 )
 from dagster_lakehouse.lakehouse.filters import FilterLike, check_scope
-from dagster_lakehouse.lakehouse.merge import MergeResult, TableDiff, diff_states
-from dagster_lakehouse.lakehouse.merging import MergeCommit, OnConflict, change_counts
+from dagster_lakehouse.lakehouse.merge import MergeResult
+from dagster_lakehouse.lakehouse.merging import MergeCommit, OnConflict
 from dagster_lakehouse.lakehouse.names import MAIN, split_table_name
 from dagster_lakehouse.lakehouse.reads import TableReads
-from dagster_lakehouse.lakehouse.refs import Commit, Ref
+from dagster_lakehouse.lakehouse.refspec import is_pinned
 from dagster_lakehouse.lakehouse.schema import iceberg_schema, plan_schema
+from dagster_lakehouse.lakehouse.timeline import Timeline
 from dagster_lakehouse.lakehouse.write_args import check_snapshot_properties, check_text, partition_columns
 from dagster_lakehouse.lakehouse.writes import WriteCommit
 
@@ -68,7 +70,7 @@ class WriteResult:
     """The committed PyIceberg table (schema, location, snapshot), so callers need not load it again."""
 
 
-class Lakehouse(BranchOps, TableReads):
+class Lakehouse(BranchOps, TableReads, Timeline):
     """A catalog of Iceberg tables with lake-wide branches, tags, merges and branch-aware GC.
 
     A branch is a catalog name in the Iceberg SQL catalog database, so branching copies pointers (one row
@@ -84,11 +86,18 @@ class Lakehouse(BranchOps, TableReads):
         path: str | os.PathLike[str] | None = None,
         commit_timeout: float = 300.0,
         storage_retry_seconds: float | None = None,
+        history_retention: timedelta | None = None,
     ):
         """`storage_retry_seconds` (default `LAKEHOUSE_STORAGE_RETRY_SECONDS`, else 30) bounds how long reads, writes
-        and merges retry transient object-store errors before `StorageUnavailable`."""
+        and merges retry transient object-store errors before `StorageUnavailable`; `history_retention` (default
+        `LAKEHOUSE_HISTORY_RETENTION_DAYS`, else 7 days) how long past commits stay readable, revertable and kept by `gc`."""
         self.config = LakehouseConfig.resolve(
-            catalog_uri, warehouse, properties, path, storage_retry_seconds=storage_retry_seconds
+            catalog_uri,
+            warehouse,
+            properties,
+            path,
+            storage_retry_seconds=storage_retry_seconds,
+            history_retention=history_retention,
         )
         self.commit_timeout = commit_timeout
         self._catalog_properties = {**self.config.properties, "uri": self.config.catalog_uri, "warehouse": self.config.warehouse}
@@ -99,6 +108,7 @@ class Lakehouse(BranchOps, TableReads):
         self._catalogs: dict[str, RefCatalog] = {}
         self._lock = threading.Lock()
         _retry_on_race(lambda: refstore.metadata.create_all(self.engine))
+        _retry_on_race(self._upgrade)
         _retry_on_race(self._ensure_main)
 
     @classmethod
@@ -121,19 +131,24 @@ class Lakehouse(BranchOps, TableReads):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _upgrade(self) -> None:
+        with self.engine.begin() as conn:
+            refstore.upgrade(conn)
+
     def close(self) -> None:
         """Release the catalog database connections."""
         self.engine.dispose()
 
     def catalog(self, ref: str = MAIN) -> ReadOnlyCatalog:
-        """The PyIceberg catalog that sees the tables of `ref` (a branch or tag), read-only (`RefNotFound` if no such ref).
+        """The PyIceberg catalog that sees the tables of `ref` (a branch, tag, or past commit such as `main@<commit>` or
+        `dev~2`), read-only (`RefNotFound` if no such ref).
 
         It and the tables it loads refuse every change (`ReadOnlyError`): writes go through `write()`, which
         checks protection and records the commit log.
         """
         with self.engine.connect() as conn:
-            self._get_ref(conn, ref)
-        return self._read_catalog(ref)
+            view = self._view(conn, ref)
+        return self._pinned_catalog(view)
 
     def _read_catalog(self, ref: str) -> ReadOnlyCatalog:
         with self._lock:
@@ -148,10 +163,9 @@ class Lakehouse(BranchOps, TableReads):
     # ----- tables -----------------------------------------------------------------------------------
 
     def tables(self, ref: str = MAIN) -> list[str]:
-        """Names (`namespace.table`) of the tables visible on `ref`."""
+        """Names (`namespace.table`) of the tables visible on `ref` (a branch, tag or past commit)."""
         with self.engine.connect() as conn:
-            self._get_ref(conn, ref)
-            return sorted(self._state(conn, ref))
+            return sorted(self._view(conn, ref).state)
 
     def exists(self, name: str, ref: str = MAIN) -> bool:
         """Whether table `name` exists on `ref`."""
@@ -166,12 +180,11 @@ class Lakehouse(BranchOps, TableReads):
         """
         split_table_name(name)
         self._check_storable(ref)
+        catalog = self.catalog(ref) if is_pinned(ref) else self._read_catalog(ref)
         try:
-            return self._retrying(f"table '{name}' on '{ref}'", lambda: self._read_catalog(ref).load_table(name))
+            return self._retrying(f"table '{name}' on '{ref}'", lambda: catalog.load_table(name))
         except NoSuchTableError:
-            with self.engine.connect() as conn:
-                self._get_ref(conn, ref)
-                visible = sorted(self._state(conn, ref))
+            visible = self.tables(ref)
             raise TableNotFound(
                 f"table '{name}' does not exist on '{ref}' (tables there: {', '.join(visible) or 'none'})"
             ) from None
@@ -304,19 +317,17 @@ class Lakehouse(BranchOps, TableReads):
         """Remove table `name` from `branch` only; its files stay for other refs until `gc()`."""
         namespace, table_name = split_table_name(name)
         with self.engine.begin() as conn:
+            self._get_ref(conn, branch)  # names a bad or unknown ref before the lock's query
+            refstore.lock_ref(conn, branch)
             self._check_writable(conn, branch, allow_main)
-            result = conn.execute(
-                delete(IcebergTables).where(
-                    IcebergTables.catalog_name == branch,
-                    IcebergTables.table_namespace == namespace,
-                    IcebergTables.table_name == table_name,
-                )
-            )
-            if result.rowcount == 0:
+            rows = IcebergTables.__table__
+            where = (rows.c.catalog_name == branch) & (rows.c.table_namespace == namespace) & (rows.c.table_name == table_name)
+            location = conn.execute(select(rows.c.metadata_location).where(where)).scalar()
+            if location is None or conn.execute(delete(rows).where(where)).rowcount == 0:
                 raise TableNotFound(f"table '{name}' does not exist on '{branch}'")
-            refstore.add_commit(conn, branch, "drop", f"drop {name}", [name], {name: None})
+            refstore.add_commit(conn, branch, "drop", f"drop {name}", [name], {name: None}, changes={name: (location, None)})
 
-    # ----- merge, diff, log ---------------------------------------------------------------------------
+    # ----- merge ---------------------------------------------------------------------------------
 
     def merge(
         self,
@@ -353,45 +364,18 @@ class Lakehouse(BranchOps, TableReads):
             resolved=dict(plan.resolved),
         )
 
-    def diff(self, a: str, b: str) -> list[TableDiff]:
-        """Tables added, removed or modified going from ref `a` to ref `b`: snapshot ids, and the rows and files
-        that `b`'s operations not yet in `a` added and removed (what merging `b` into `a` would replay)."""
-        with self.engine.connect() as conn:
-            self._get_ref(conn, a)
-            self._get_ref(conn, b)
-            diffs = diff_states(self._state(conn, a), self._state(conn, b))
-        return [self._retrying(f"diff of table '{d.table}' from '{a}' to '{b}'", lambda d=d: self._diff_counts(d, a, b)) for d in diffs]
-
-    def _diff_counts(self, d: TableDiff, a: str, b: str) -> TableDiff:
-        before = load_at(self.catalog(a), d.table, d.before) if d.before else None
-        after = load_at(self.catalog(b), d.table, d.after) if d.after else None
-        counts = change_counts(after, before) if after is not None else {}
-        return replace(
-            d,
-            before_snapshot_id=_current_snapshot_id(before),
-            after_snapshot_id=_current_snapshot_id(after),
-            **counts,
-        )
-
-    def log(self, ref: str = MAIN, limit: int | None = None) -> list[Commit]:
-        """Commits reachable from `ref`, newest first: its own, then its parent's up to the fork."""
-        commits: list[Commit] = []
-        with self.engine.connect() as conn:
-            current: Ref | None = self._get_ref(conn, ref)
-            up_to: int | None = None
-            seen: set[str] = set()
-            while current is not None and current.name not in seen:
-                seen.add(current.name)
-                commits.extend(refstore.commits_of(conn, current.name, up_to))
-                up_to = current.fork_seq
-                current = refstore.get_ref(conn, current.parent) if current.parent else None
-        commits.sort(key=lambda c: c.seq, reverse=True)
-        return commits[:limit] if limit else commits
-
     # ----- garbage collection -----------------------------------------------------------------------
 
-    def gc(self, *, older_than: timedelta = timedelta(hours=1), dry_run: bool = False, force: bool = False) -> list[str]:
-        """Delete warehouse files that no branch or tag reaches (mark and sweep); returns their URIs.
+    def gc(
+        self,
+        *,
+        older_than: timedelta = timedelta(hours=1),
+        dry_run: bool = False,
+        force: bool = False,
+        keep_history: timedelta | None = None,
+    ) -> list[str]:
+        """Delete warehouse files that no branch or tag reaches, now or at any commit of their log younger than
+        `keep_history` (default: the history retention window, `config.history_retention`); returns their URIs.
 
         Never takes a file that committed metadata of any ref references, nor one of a write or merge in flight
         (their write leases), whatever `older_than` is. Files younger than `older_than` are kept for writers that take
@@ -400,7 +384,10 @@ class Lakehouse(BranchOps, TableReads):
         from dagster_lakehouse.lakehouse.gc import check_grace, collect_garbage
 
         check_grace(older_than, self.config.warehouse, force=force, dry_run=dry_run)
-        return collect_garbage(self, older_than=older_than, dry_run=dry_run)
+        history = self.config.history_retention if keep_history is None else keep_history
+        if history < timedelta(0):
+            raise UnsafeGC(f"gc of {self.config.warehouse}: keep_history must be 0 or more, not {history}")
+        return collect_garbage(self, older_than=older_than, dry_run=dry_run, keep_history=history)
 
 
 def _retry_on_race(create: Any, attempts: int = 5) -> Any:
@@ -412,8 +399,3 @@ def _retry_on_race(create: Any, attempts: int = 5) -> Any:
             if attempt == attempts - 1:
                 raise
             time.sleep(0.05 * (attempt + 1) * random.uniform(1, 2))
-
-
-def _current_snapshot_id(table: Table | None) -> int | None:
-    snapshot = table.current_snapshot() if table is not None else None
-    return snapshot.snapshot_id if snapshot else None

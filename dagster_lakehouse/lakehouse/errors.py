@@ -131,3 +131,30 @@ class RowsOutsideFilter(InvalidWrite):
 
 class InvalidData(LakehouseError, TypeError):
     """Data to write is not a frame, has no columns, or has columns with empty or duplicate names."""
+
+
+class CommitNotFound(RefNotFound):
+    """A ref spec (`main@<commit>`, `dev~3`) names a commit that is not in the ref's history, or is ambiguous."""
+
+
+class CommitExpired(RefNotFound):
+    """A ref spec names a commit older than the history retention window, whose files `gc` may have deleted."""
+
+
+class PinnedRefError(ProtectedBranchError):
+    """A write, merge, revert or reset named a past commit (`main@<commit>`, `dev~1`): those are read-only."""
+
+
+class RevertConflict(LakehouseError):
+    """Later commits changed what a commit to revert changed, so it cannot be undone file by file; nothing changed."""
+
+    def __init__(self, commit: str, branch: str, conflicts: list[TableConflict]):
+        self.commit = commit
+        self.branch = branch
+        self.conflicts = sorted(conflicts)
+        self.tables = [c.table for c in self.conflicts]
+        details = "; ".join(f"{c.table}: {c.reason}" for c in self.conflicts)
+        super().__init__(
+            f"cannot revert commit {commit} on '{branch}': {details}; nothing was reverted "
+            f"(revert the later commits first, or reset the branch with reset(branch, to=...))"
+        )

@@ -6,6 +6,11 @@ interleaves with, and revokes those leases. Files written since the oldest live 
 that read the catalog before that moment cannot commit without preparing again on the state after it, and a file no
 ref reached then cannot be reached again. So a deleted file is referenced by no committed metadata file of any ref,
 and no commit in flight will reference it. `older_than` protects only writers that take no lease (other engines).
+
+A ref "reaches" a file also through its history: every table pointer before and after each commit of its log younger
+than the history window (`LakehouseConfig.history_retention`, 7 days by default) is walked too, so `main@<commit>`
+reads, reverts and resets to those commits keep working; they refuse older commits (`CommitExpired`), and a revert or
+reset that raced this collection prepares again (its lease was revoked) and meets that refusal.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
@@ -78,7 +83,9 @@ class Marker:
         """Mark files without reading them."""
         self.reached.update(_key(uri) for uri in uris)
 
-    def walk(self, metadata_locations: Iterable[str], owner: dict[str, str] | None = None) -> None:
+    def walk(
+        self, metadata_locations: Iterable[str], owner: dict[str, str] | None = None, *, missing_ok: bool = False
+    ) -> None:
         """Mark every metadata, manifest list, manifest, data and delete file these metadata files reach.
 
         A file they reach that is missing is data already lost: `LakehouseError` names the metadata file and the ref
@@ -88,6 +95,9 @@ class Marker:
             try:
                 self._walk_one(location)
             except FileNotFoundError as exc:
+                if missing_ok:  # history older than a past collection's window: gone on purpose
+                    self._walked.add(location)
+                    continue
                 ref = (owner or {}).get(location, "?")
                 raise LakehouseError(
                     f"gc: a file that metadata file {location} of ref '{ref}' reaches is missing ({exc}); "
@@ -117,6 +127,7 @@ class Marker:
     def mark(self, view: CatalogView) -> None:
         """Mark what `view` protects: everything its refs reach, and the merge-base metadata files."""
         self.walk(view.roots, view.roots)
+        self.walk(view.history, view.history, missing_ok=True)
         self.keep(view.pinned)
 
 
@@ -159,14 +170,18 @@ class CatalogView:
     """Metadata files of merge bases and branch points: kept (merges read their schema), not walked."""
     oldest_lease: float | None
     """When the oldest live write lease started (seconds since the epoch), None if no commit is in flight."""
+    history: dict[str, str] = field(default_factory=dict)
+    """Metadata files refs pointed at, before or after a commit of their log inside the history window -> the ref:
+    walked like `roots` (so `main@<commit>` reads and reverts keep working), but a missing one is not an error."""
 
     def keeps(self, mtime: float) -> bool:
         """Whether a file modified at `mtime` may belong to a commit in flight (written after its lease started)."""
         return self.oldest_lease is not None and mtime > self.oldest_lease - CLOCK_SKEW.total_seconds()
 
 
-def read_catalog(engine: Engine, *, exclusive: bool) -> CatalogView:
-    """Every ref's pointers and the live write leases.
+def read_catalog(engine: Engine, *, exclusive: bool, history_since: float | None = None) -> CatalogView:
+    """Every ref's pointers, those its commits since `history_since` (seconds since the epoch) moved, and the live
+    write leases.
 
     `exclusive` (before deleting): in one transaction no commit interleaves with, also revoking every live lease (a
     commit that read the catalog before cannot commit without reading it again) and dropping expired ones.
@@ -186,13 +201,27 @@ def read_catalog(engine: Engine, *, exclusive: bool) -> CatalogView:
         ).all()
         bases = [*conn.execute(select(refstore.merge_bases_table.c.base)).scalars()]
         bases += conn.execute(select(refstore.refs_table.c.base)).scalars()
+        logged = []
+        if history_since is not None:
+            commits, refs = refstore.commits_table, refstore.refs_table
+            logged = conn.execute(
+                select(commits.c.ref, commits.c.changes).where(
+                    commits.c.created_at >= history_since, commits.c.ref.in_(select(refs.c.name)), commits.c.changes.is_not(None)
+                )
+            ).all()
     roots: dict[str, str] = {}
     for ref, current, previous in rows:
         for location in (current, previous):
             if location:
                 roots.setdefault(location, ref)
     pinned = frozenset(location for base in bases for location in json.loads(base or "{}").values() if location)
-    return CatalogView(roots=roots, pinned=pinned, oldest_lease=oldest)
+    history: dict[str, str] = {}
+    for ref, changes in logged:
+        for pair in json.loads(changes).values():
+            for location in pair:
+                if location and location not in roots:
+                    history.setdefault(location, ref)
+    return CatalogView(roots=roots, pinned=pinned, oldest_lease=oldest, history=history)
 
 
 def _exclude_commits(conn: Connection) -> None:
@@ -217,8 +246,11 @@ def check_grace(older_than: timedelta, warehouse: str, *, force: bool, dry_run: 
         )
 
 
-def collect_garbage(lakehouse: Lakehouse, *, older_than: timedelta, dry_run: bool) -> list[str]:
-    """Delete warehouse table files older than `older_than` that no ref reaches; returns what was (or would be) deleted.
+def collect_garbage(
+    lakehouse: Lakehouse, *, older_than: timedelta, dry_run: bool, keep_history: timedelta = timedelta(0)
+) -> list[str]:
+    """Delete warehouse table files older than `older_than` that no ref reaches, now or at a commit younger than
+    `keep_history`; returns what was (or would be) deleted.
 
     Marks from one read of the catalog, then, before each batch of `BATCH_SIZE` deletions, reads it again exclusively
     (`read_catalog`), walks only the metadata files that are new since, and drops from the batch what they reach and
@@ -230,7 +262,8 @@ def collect_garbage(lakehouse: Lakehouse, *, older_than: timedelta, dry_run: boo
         return retrying(f"garbage collection ({step})", fn, lakehouse.config.storage_retry_seconds, warehouse)
 
     marker = Marker(properties)
-    view = read_catalog(engine, exclusive=False)
+    history_since = time.time() - keep_history.total_seconds()
+    view = read_catalog(engine, exclusive=False, history_since=history_since)
     retried("marking", lambda: marker.mark(view))
     cutoff = time.time() - older_than.total_seconds()
     root = _key(warehouse).rstrip("/") + "/"
@@ -244,7 +277,7 @@ def collect_garbage(lakehouse: Lakehouse, *, older_than: timedelta, dry_run: boo
     io = load_file_io(properties, warehouse)
     deleted: list[str] = []
     for start in range(0, len(candidates), BATCH_SIZE):
-        view = read_catalog(engine, exclusive=True)
+        view = read_catalog(engine, exclusive=True, history_since=history_since)
         retried("marking", lambda: marker.mark(view))  # noqa: B023 - called at once, in this iteration
         for uri, mtime in candidates[start : start + BATCH_SIZE]:
             if uri in marker or view.keeps(mtime):

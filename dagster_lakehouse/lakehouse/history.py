@@ -25,6 +25,8 @@ FILTER = "lakehouse.filter"
 ORIGIN = "lakehouse.origin"
 MERGE_SOURCE = "lakehouse.merge-source"
 SOURCE_SNAPSHOT = "lakehouse.source-snapshot"
+REVERT_OF = "lakehouse.revert-of"
+"""On a snapshot that undid a commit file by file (`undo.RevertCommit`): the id of the commit it reverted."""
 REPLACES = "lakehouse.replaces"
 """On an append: it first removed the rows matching this filter (empty: all rows). The append half of every replace
 carries it, so the replace is still known where its delete matched no row and left no snapshot of its own."""
@@ -73,6 +75,8 @@ class TableOp:
             return f"replaced rows where {self.filter}"
         if self.kind == "replace":
             return "replaced all rows"
+        if REVERT_OF in self.summary:
+            return f"reverted commit {self.summary[REVERT_OF][:10]}"
         return f"committed a {self.summary.get('operation', 'snapshot')} outside this package"
 
 

@@ -19,7 +19,9 @@ from sqlalchemy import (
     Table,
     Text,
     insert,
+    inspect,
     select,
+    text,
 )
 
 metadata = MetaData()
@@ -47,7 +49,11 @@ commits_table = Table(
     Column("tables", Text, nullable=False, default="[]"),
     Column("snapshots", Text, nullable=False, default="{}"),
     Column("run_id", String(255), nullable=True),
+    Column("changes", Text, nullable=True),
 )
+"""One row per commit of a ref, written in the transaction that moves its pointers. `changes` holds, per table the
+commit changed, its pointer before and after (`[from, to]`, null = absent); a ref's first commit (`create`) holds
+every pointer it started with, so the ref's pointers at any commit can be rebuilt from its log."""
 
 
 merge_bases_table = Table(
@@ -101,6 +107,13 @@ class Commit:
     snapshots: dict[str, int | None]
     run_id: str | None
     seq: int
+    changes: dict[str, tuple[str | None, str | None]] | None = None
+    """Per table the commit changed: its metadata file before and after (None = absent); None for commits logged
+    before the log kept pointers."""
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:10]
 
 
 def _ref_from_row(row) -> Ref:
@@ -125,7 +138,27 @@ def _commit_from_row(row) -> Commit:
         snapshots=json.loads(row.snapshots),
         run_id=row.run_id,
         seq=row.seq,
+        changes=_changes(row.changes),
     )
+
+
+def _changes(raw: str | None) -> dict[str, tuple[str | None, str | None]] | None:
+    if raw is None:
+        return None
+    return {table: (pair[0], pair[1]) for table, pair in json.loads(raw).items()}
+
+
+def upgrade(conn: Connection) -> None:
+    """Add the columns later versions of this package log to a catalog created by an earlier one."""
+    columns = {c["name"] for c in inspect(conn).get_columns(commits_table.name)}
+    if "changes" not in columns:
+        conn.execute(text(f"ALTER TABLE {commits_table.name} ADD COLUMN changes TEXT"))
+
+
+def lock_ref(conn: Connection, name: str) -> bool:
+    """Take the row lock of ref `name` until `conn` commits (PostgreSQL; SQLite serialises writers anyway), so the
+    commits of one ref take effect in the order of their log sequence numbers. False if there is no such ref."""
+    return conn.execute(select(refs_table.c.name).where(refs_table.c.name == name).with_for_update()).first() is not None
 
 
 def get_ref(conn: Connection, name: str) -> Ref | None:
@@ -182,6 +215,13 @@ def set_merge_base(conn: Connection, a: str, b: str, base: dict[str, str]) -> No
         conn.execute(insert(merge_bases_table).values(first=first, second=second, base=encoded))
 
 
+def merge_bases_of(conn: Connection, name: str) -> dict[str, dict[str, str]]:
+    """Every merge base of ref `name`, by the other ref of the pair."""
+    table = merge_bases_table
+    rows = conn.execute(select(table).where((table.c.first == name) | (table.c.second == name)))
+    return {(row.second if row.first == name else row.first): json.loads(row.base) for row in rows}
+
+
 def forget_merge_bases(conn: Connection, name: str) -> None:
     """Drop the merge bases of a deleted ref."""
     conn.execute(
@@ -208,8 +248,10 @@ def add_commit(
     tables: list[str],
     snapshots: dict[str, int | None] | None = None,
     run_id: str | None = None,
+    changes: dict[str, tuple[str | None, str | None]] | None = None,
 ) -> str:
-    """Append a commit to `ref`'s log and return its id."""
+    """Append a commit to `ref`'s log and return its id; `changes` maps each table changed to its pointer
+    `(before, after)`."""
     commit_id = uuid.uuid4().hex
     conn.execute(
         insert(commits_table).values(
@@ -221,6 +263,7 @@ def add_commit(
             tables=json.dumps(sorted(tables)),
             snapshots=json.dumps(snapshots or {}, sort_keys=True),
             run_id=run_id,
+            changes=json.dumps({t: list(pair) for t, pair in (changes or {}).items()}, sort_keys=True),
         )
     )
     return commit_id
@@ -232,3 +275,15 @@ def commits_of(conn: Connection, ref: str, up_to_seq: int | None = None) -> list
     if up_to_seq is not None:
         query = query.where(commits_table.c.seq <= up_to_seq)
     return [_commit_from_row(row) for row in conn.execute(query.order_by(commits_table.c.seq.desc()))]
+
+
+def commits_after(conn: Connection, ref: str, seq: int) -> list[Commit]:
+    """`ref`'s own commits after sequence number `seq`, newest first."""
+    query = select(commits_table).where(commits_table.c.ref == ref, commits_table.c.seq > seq)
+    return [_commit_from_row(row) for row in conn.execute(query.order_by(commits_table.c.seq.desc()))]
+
+
+def commits_by_prefix(conn: Connection, prefix: str, limit: int = 5) -> list[Commit]:
+    """Commits of any ref whose id starts with `prefix` (at most `limit`)."""
+    query = select(commits_table).where(commits_table.c.id.startswith(prefix, autoescape=True)).limit(limit)
+    return [_commit_from_row(row) for row in conn.execute(query)]
