@@ -37,11 +37,11 @@ def instance() -> Iterator[dg.DagsterInstance]:
         yield instance
 
 
-def _restate(instance: dg.DagsterInstance, backend: Any) -> Any:
-    """One evaluation of main_state_sensor, its events recorded as the daemon records them."""
+def _restate(instance: dg.DagsterInstance, backend: Any, cursor: str | None = None) -> Any:
+    """One evaluation of main_state_sensor from `cursor`, its events recorded as the daemon records them."""
     definitions = dg.Definitions(assets=ASSETS, asset_checks=CHECKS, sensors=[main_state], resources=_resources(backend))
     with dg.build_sensor_context(
-        instance=instance, definitions=definitions, resources={"lakehouse": resource_for(backend)}, cursor=None
+        instance=instance, definitions=definitions, resources={"lakehouse": resource_for(backend)}, cursor=cursor
     ) as context:
         data = main_state.evaluate_tick(context)
     for event in data.asset_events:

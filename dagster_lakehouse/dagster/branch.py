@@ -8,12 +8,17 @@ writes its own branch `wap/<run_id>` instead, forked from the branch asked for (
 `allow_main` (or the run tag `lakehouse/wap` says otherwise). The run is tagged with what was resolved (`lakehouse/branch`: the branch it reads
 and writes, `lakehouse/target`: where its work is published), so the tag of a WAP run names its WAP branch and later
 steps find the target in `lakehouse/target`.
+
+The branch asked for may name a past commit (`main@<commit id or prefix>`, `dev~3`): the run then reads the lake as
+it was at that commit, read-only, so a past run's inputs can be reproduced. The spec is pinned to the full commit id
+when the run starts (or at its first step) and the run is tagged with the pinned spec, so every step reads the same
+commit while the branch moves on; a step that would write to it fails before it computes.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +33,10 @@ from dagster_lakehouse.lakehouse.names import MAIN
 BRANCH_TAG = "lakehouse/branch"
 TARGET_TAG = "lakehouse/target"
 
+Pin = Callable[[str], tuple[str, str | None]]
+"""Turns a branch asked for into `(spec, commit id)`: a past-commit spec pinned to its full commit id, a branch's
+name unchanged with `None`."""
+
 RunContext = (
     dg.OutputContext
     | dg.InputContext
@@ -40,6 +49,7 @@ RunContext = (
 __all__ = [
     "BRANCH_TAG",
     "TARGET_TAG",
+    "Pin",
     "RunBranch",
     "RunContext",
     "branch_dimension",
@@ -58,13 +68,20 @@ class RunBranch:
 
     `branch` is read and written; `target` is where the run's work goes (a WAP run's fork parent, a
     `lakehouse/merge_into` run's merge target, else `branch` itself); `chosen_by` names the rule that picked the
-    branch asked for (`branch partition`, `run tag`, `resource config`, `default`).
+    branch asked for (`branch partition`, `run tag`, `resource config`, `default`). `commit` is set when the branch
+    asked for names a past commit: `branch` is then `<ref>@<full commit id>`, read and never written.
     """
 
     branch: str
     target: str
     wap: bool
     chosen_by: str
+    commit: str | None = None
+
+    @property
+    def read_only(self) -> bool:
+        """Whether the run reads a past commit (and so writes nothing)."""
+        return self.commit is not None
 
     def tags(self) -> dict[str, str]:
         """The run tags that say where the run reads and writes (filterable on the Runs page)."""
@@ -72,6 +89,11 @@ class RunBranch:
 
     def describe(self) -> str:
         """One line for run logs: the branch, its target and the rule that chose it."""
+        if self.commit is not None:
+            return (
+                f"lakehouse ref {self.branch!r} (read-only: the lake as at commit {self.commit[:10]}; "
+                f"chosen by {self.chosen_by})"
+            )
         mode = f"write-audit-publish into {self.target!r}" if self.wap else (
             f"merged into {self.target!r} when done" if self.target != self.branch else "written directly"
         )
@@ -249,33 +271,44 @@ _REMEMBERED_STEPS = 4096
 
 
 def resolve_run_branch(
-    context: RunContext, default: str | None = None, *, wap: bool = False, allow_main: bool = False
+    context: RunContext,
+    default: str | None = None,
+    *,
+    wap: bool = False,
+    allow_main: bool = False,
+    pin: Pin | None = None,
 ) -> RunBranch:
     """The step's `RunBranch`, resolved once per step (and per resource configuration) from the step's own
     partition and remembered; only an input read from one branch partition of its parent by a step without one
     resolves to that input's branch.
 
     `default` is the resource's `branch`, `wap` its `wap`, `allow_main` its `allow_main`: see the module docstring.
+    `pin` resolves a past-commit spec to its commit (the resource's lakehouse does); without it a spec stays as given.
     """
     step = step_context_of(context)
     if step is None:
-        return _resolve(context, default, wap, allow_main)
+        return _resolve(context, default, wap, allow_main, pin)
     if isinstance(context, dg.InputContext) and _step_branch(step) is None and _input_branch(context) is not None:
         # a step without a branch partition reading one branch partition of its parent: that input's own branch
-        return _resolve(context, default, wap, allow_main)
+        return _resolve(context, default, wap, allow_main, pin)
     key = (step.run_id, step.step.key, default, wap, allow_main)
     if key in _RESOLVED:
         return _RESOLVED[key]
-    resolved = _resolve(step, default, wap, allow_main)
+    resolved = _resolve(step, default, wap, allow_main, pin)
     _RESOLVED[key] = resolved
     while len(_RESOLVED) > _REMEMBERED_STEPS:  # a long-lived code server sees many steps
         _RESOLVED.popitem(last=False)
     return resolved
 
 
-def _resolve(context: RunContext, default: str | None, wap_default: bool, allow_main: bool) -> RunBranch:
+def _resolve(
+    context: RunContext, default: str | None, wap_default: bool, allow_main: bool, pin: Pin | None
+) -> RunBranch:
     tags = run_tags_of(context)
     asked, chosen_by = _asked_branch(context, tags, default)
+    pinned = _pinned(asked, chosen_by, pin)
+    if pinned is not None:
+        return pinned
     wap = is_wap_run(context, wap_default)
     if asked == MAIN and chosen_by == "branch partition" and not allow_main and WAP_TAG not in tags:
         wap = True  # partition `main` is published by audit: its run writes its own branch, merged once checks pass
@@ -293,13 +326,26 @@ def run_branch_from(asked: str, chosen_by: str, tags: Mapping[str, str], *, wap:
     return RunBranch(asked, merge_into or asked, False, chosen_by)
 
 
-def run_level_branch(run: dg.DagsterRun, default: str | None, wap_default: bool) -> RunBranch | None:
+def _pinned(asked: str, chosen_by: str, pin: Pin | None) -> RunBranch | None:
+    """The read-only `RunBranch` of a branch asked for that names a past commit; None for a branch's name."""
+    if pin is None:
+        return None
+    spec, commit = pin(asked)
+    return None if commit is None else RunBranch(spec, spec, False, chosen_by, commit)
+
+
+def run_level_branch(
+    run: dg.DagsterRun, default: str | None, wap_default: bool, pin: Pin | None = None
+) -> RunBranch | None:
     """The `RunBranch` of an unpartitioned run, known from its tags and config before any step runs; None for a
     partitioned run, whose steps may each be resolved by their branch partition."""
     tags = run.tags
     if any(key.startswith(("dagster/partition", "dagster/asset_partition_range")) for key in tags):
         return None
     asked, chosen_by = _asked_without_partition(tags, default)
+    pinned = _pinned(asked, chosen_by, pin)
+    if pinned is not None:
+        return pinned
     return run_branch_from(asked, chosen_by, tags, wap=wap_enabled(tags, wap_default), run_id=run.root_run_id or run.run_id)
 
 

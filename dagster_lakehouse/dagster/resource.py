@@ -32,9 +32,10 @@ from dagster_lakehouse.dagster.wap import (
 )
 from dagster_lakehouse.lakehouse.config import DEFAULT_PATH
 from dagster_lakehouse.lakehouse.core import Lakehouse
-from dagster_lakehouse.lakehouse.errors import ProtectedBranchError, RefNotFound
+from dagster_lakehouse.lakehouse.errors import PinnedRefError, ProtectedBranchError, RefNotFound
 from dagster_lakehouse.lakehouse.names import MAIN
 from dagster_lakehouse.lakehouse.refs import Ref
+from dagster_lakehouse.lakehouse.refspec import is_pinned
 
 __all__ = ["LakehouseResource", "clear_lakehouse_cache"]
 
@@ -66,7 +67,8 @@ class LakehouseResource(dg.ConfigurableResource):
     branch: str | None = Field(
         default=None,
         description="Lakehouse branch this run reads and writes, unless a branch partition or the run tag "
-        "lakehouse/branch names one; created from main on first use. Empty: main (read-only unless allow_main)",
+        "lakehouse/branch names one; created from main on first use. Empty: main (read-only unless allow_main). "
+        "A past commit (main@<commit>, dev~3) makes the run read the lake as at that commit, writing nothing",
     )
     allow_main: bool = Field(default=False, description="Allow runs to write to the protected branch 'main'")
     create_branches: bool = Field(default=True, description="Create a run's missing branch from 'main'")
@@ -97,7 +99,18 @@ class LakehouseResource(dg.ConfigurableResource):
     def run_branch(self, context: RunContext, *, what: str = "this run") -> RunBranch:
         """Where the step of `context` reads and writes (resolved once per step): branch, target, WAP or not."""
         with naming(what):
-            return resolve_run_branch(context, self.branch, wap=self.wap, allow_main=self.allow_main)
+            return resolve_run_branch(context, self.branch, wap=self.wap, allow_main=self.allow_main, pin=self.pin)
+
+    def pin(self, spec: str) -> tuple[str, str | None]:
+        """`(spec, commit id)`: a spec naming a past commit (`main@<prefix>`, `dev~3`) as `<ref>@<full commit id>`,
+        so every step of a run reads the same commit; a branch's or tag's name unchanged, with `None`. A spec naming
+        no commit raises `CommitNotFound` naming it."""
+        if not is_pinned(spec):
+            return spec, None
+        view = self.get_lakehouse().view(spec)
+        if view.commit is None:  # a ref whose name merely looks like a spec
+            return spec, None
+        return f"{view.ref.name}@{view.commit.id}", view.commit.id
 
     def branch_for(self, context: RunContext) -> str:
         """The branch the run `context` belongs to reads and writes: `wap/<run_id>` for a write-audit-publish run,
@@ -160,7 +173,14 @@ class LakehouseResource(dg.ConfigurableResource):
         """Resolve the step's branch, refuse it if `writes` and it is not writable, create it if missing (a WAP
         branch is forked from its target) and tag the run with it; returns the `RunBranch`."""
         resolved = self.run_branch(context, what=what)
-        if resolved.wap:
+        if resolved.read_only:
+            if writes:
+                raise PinnedRefError(
+                    f"{what} would be written to {resolved.branch!r}, a past commit ({resolved.chosen_by} names it), "
+                    f"which is read-only: run it on a branch, e.g. one made from that commit with "
+                    f"lakehouse.create_branch('fix', from_ref={resolved.branch!r})"
+                )
+        elif resolved.wap:
             self.ensure_branch(resolved.target, what=what)
             with naming(what):
                 ensure_wap_branch(self.get_lakehouse(), wap_run_id_of(context), resolved.target)
@@ -186,9 +206,13 @@ class LakehouseResource(dg.ConfigurableResource):
 
     def tag_run_at_start(self, run: dg.DagsterRun, instance: dg.DagsterInstance, log: Any = None) -> None:
         """Tag an unpartitioned run with its branch before its first step runs (partitioned runs are tagged by their
-        first step, whose branch partition may choose the branch)."""
-        with naming("this run"):
-            resolved = run_level_branch(run, self.branch, self.wap)
+        first step, whose branch partition may choose the branch). A past commit that does not resolve is left to
+        the steps, which fail naming it."""
+        try:
+            with naming("this run"):
+                resolved = run_level_branch(run, self.branch, self.wap, self.pin)
+        except RefNotFound:
+            return
         if resolved is not None:
             self._tag(instance, run.run_id, resolved, log)
 

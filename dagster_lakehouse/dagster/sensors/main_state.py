@@ -10,6 +10,10 @@ Then it restates the check results that version was audited with. The branch's o
 event history, labelled `lakehouse/branch`. An asset whose table is not on `main` yet keeps its branch version
 (labelled with its branch) until it is published. Of branch-partitioned assets only partition `main` is restated:
 each other partition is one branch's state.
+
+A revert or reset commit on `main` changes tables without a run: the sensor follows `main`'s log too and restates the
+assets whose version on `main` that commit took away (`main_history`), with the restored snapshot id as data version,
+so staleness is right afterwards.
 """
 
 from __future__ import annotations
@@ -25,25 +29,48 @@ import dagster as dg
 from dagster_lakehouse.dagster.branch import BRANCH_TAG, branch_dimension, is_branch_partitions
 from dagster_lakehouse.dagster.metadata import table_schema, total_rows
 from dagster_lakehouse.dagster.resource import LakehouseResource
+from dagster_lakehouse.dagster.sensors.main_history import removed_versions, undo_commits, versions_on_main
 from dagster_lakehouse.dagster.sensors.merge import COPIED_TAG_PREFIXES, DATA_VERSION_TAG, FINISHED_STATUSES
 from dagster_lakehouse.lakehouse.core import Lakehouse
 from dagster_lakehouse.lakehouse.errors import LakehouseError
 from dagster_lakehouse.lakehouse.names import MAIN
+from dagster_lakehouse.lakehouse.refs import Commit
 
-__all__ = ["Restatement", "build_main_state_sensor", "main_state_events", "main_state_sensor"]
+__all__ = ["Restatement", "build_main_state_sensor", "main_state_events", "main_state_sensor", "undo_restatements"]
 
 _HISTORY = 100
 
 
 @dataclass(frozen=True)
 class Restatement:
-    """One asset (partition) a run wrote on `branch`, to be shown at its version on `main`."""
+    """One asset (partition) to be shown at its version on `main`: a run wrote it on `branch`, or `commit` (a revert
+    or reset of `main`) took its version away."""
 
     key: dg.AssetKey
     partition: str | None
     table: str
     branch: str
     run_id: str
+    commit: Commit | None = None
+
+    @property
+    def cause(self) -> str:
+        """Why it is restated, for notes and descriptions."""
+        if self.commit is not None:
+            return f"{self.commit.kind} commit {self.commit.short_id} on main ({self.commit.message!r})"
+        return f"run {self.run_id} wrote {self.branch!r}"
+
+    def cause_metadata(self) -> dict[str, dg.MetadataValue]:
+        """The cause as metadata entries of the restated materialization."""
+        if self.commit is not None:
+            return {
+                "lakehouse/restated_after_commit": dg.MetadataValue.text(self.commit.id),
+                "lakehouse/restated_after": dg.MetadataValue.text(f"{self.commit.kind}: {self.commit.message}"),
+            }
+        return {
+            "lakehouse/restated_after_run": dg.MetadataValue.text(self.run_id),
+            "lakehouse/restated_after_branch": dg.MetadataValue.text(self.branch),
+        }
 
 
 def _text(metadata: dg.RawMetadataMapping | Any, key: str) -> str | None:
@@ -126,7 +153,7 @@ def main_state_events(
         events.append(_restated(lakehouse, item, snapshot, source, sensor_name))
         if source is not None and graph is not None and graph.has(item.key):
             events.extend(_restated_checks(instance, graph, item, source))
-        notes.append(f"{label}: restated main's snapshot {snapshot} after run {item.run_id} wrote {item.branch!r}")
+        notes.append(f"{label}: restated main's snapshot {snapshot} after {item.cause}")
     return events, notes
 
 
@@ -162,8 +189,7 @@ def _restated(
         {
             "lakehouse/branch": dg.MetadataValue.text(MAIN),
             "lakehouse/snapshot_id": dg.MetadataValue.int(snapshot),
-            "lakehouse/restated_after_run": dg.MetadataValue.text(item.run_id),
-            "lakehouse/restated_after_branch": dg.MetadataValue.text(item.branch),
+            **item.cause_metadata(),
         }
     )
     tags[DATA_VERSION_TAG] = str(snapshot)
@@ -171,8 +197,8 @@ def _restated(
         asset_key=item.key,
         partition=item.partition,
         description=(
-            f"{sensor_name}: the version on main (snapshot {snapshot}), restated after run {item.run_id} wrote "
-            f"branch {item.branch!r}; that run's own materialization is in the event history"
+            f"{sensor_name}: the version on main (snapshot {snapshot}), restated after {item.cause}"
+            + ("" if item.commit is not None else "; that run's own materialization is in the event history")
         ),
         metadata=metadata,
         tags=tags,
@@ -207,6 +233,21 @@ def _restated_checks(
     return events
 
 
+def undo_restatements(
+    instance: dg.DagsterInstance, lakehouse: Lakehouse, commits: Sequence[Commit], asset_keys: Iterable[dg.AssetKey]
+) -> list[Restatement]:
+    """The assets (partitions) each revert or reset commit on `main` took their version away from: every unpartitioned
+    asset on a table it changed, and each partition whose latest version on `main` it removed."""
+    restatements = []
+    keys = list(asset_keys)
+    for commit in commits:
+        removed = removed_versions(lakehouse, commit)
+        for key, partition, table, version in versions_on_main(instance, keys, set(removed)):
+            if partition is None or version in removed[table]:
+                restatements.append(Restatement(key, partition, table, MAIN, commit.run_id or "", commit))
+    return restatements
+
+
 def _finished_runs(instance: dg.DagsterInstance, after: datetime | None, limit: int) -> list[Any]:
     """Finished runs tagged with a lakehouse branch, updated after `after`, oldest update first."""
     records = instance.get_run_records(
@@ -229,7 +270,8 @@ def build_main_state_sensor(
     """A sensor that keeps each asset's latest materialization at its version on `main` after runs on other branches.
 
     Needs the resource `lakehouse` (a `LakehouseResource`). Its cursor is the update time of the last run looked
-    at; the first evaluation looks at the latest `runs_per_tick` finished runs.
+    at and the position in `main`'s log; the first evaluation looks at the latest `runs_per_tick` finished runs and
+    starts following `main`'s log from its end (earlier reverts and resets are not restated).
     """
 
     @dg.sensor(
@@ -237,8 +279,9 @@ def build_main_state_sensor(
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=default_status,
         description=(
-            "After a run wrote a branch other than main, records each asset's version on main again (snapshot id as "
-            "data version, its code version and check results), so asset pages describe production."
+            "After a run wrote a branch other than main, or a revert or reset of main, records each asset's version "
+            "on main again (snapshot id as data version, its code version and check results), so asset pages describe "
+            "production."
         ),
     )
     def _main_state_sensor(
@@ -246,19 +289,27 @@ def build_main_state_sensor(
     ) -> dg.SensorResult | dg.SkipReason:
         cursor = json.loads(context.cursor) if context.cursor else {}
         after = datetime.fromtimestamp(cursor["after"], UTC) if "after" in cursor else None
+        store = lakehouse.get_lakehouse()
         records = _finished_runs(context.instance, after, runs_per_tick)
-        if not records:
-            return dg.SkipReason("no finished run wrote a branch other than main since the last evaluation")
+        undone, main_seq = undo_commits(store, cursor.get("main_seq"))
         graph = context.repository_def.asset_graph if context.repository_def is not None else None
         restatements = [item for r in records for item in written_elsewhere(context.instance, r.dagster_run)]
-        events, notes = main_state_events(
-            context.instance, lakehouse.get_lakehouse(), restatements, graph=graph, sensor_name=name
-        )
+        if undone and graph is not None:
+            restatements += undo_restatements(context.instance, store, undone, graph.materializable_asset_keys)
+        newest = max((r.update_timestamp.timestamp() for r in records), default=cursor.get("after"))
+        new_cursor = json.dumps({k: v for k, v in {"after": newest, "main_seq": main_seq}.items() if v is not None})
+        if not records and not undone:
+            return dg.SensorResult(
+                cursor=new_cursor,
+                skip_reason="no finished run wrote a branch other than main, and no revert or reset of main, since the "
+                "last evaluation",
+            )
+        events, notes = main_state_events(context.instance, store, restatements, graph=graph, sensor_name=name)
         for note in notes:
             context.log.info(f"{name}: {note}")
-        newest = max(r.update_timestamp for r in records).timestamp()
-        summary = "; ".join(notes) or f"{len(records)} run(s) looked at: every asset already shows main's version"
-        return dg.SensorResult(asset_events=events, cursor=json.dumps({"after": newest}), skip_reason=summary[:1000])
+        looked_at = f"{len(records)} run(s) and {len(undone)} revert/reset commit(s) of main looked at"
+        summary = "; ".join(notes) or f"{looked_at}: every asset already shows main's version"
+        return dg.SensorResult(asset_events=events, cursor=new_cursor, skip_reason=summary[:1000])
 
     return _main_state_sensor
 
