@@ -1,29 +1,48 @@
 """dagster-lakehouse: marimo notebooks to Dagster assets over branch-scoped Iceberg tables.
 
-The core and the notebook decorator import without Dagster, so a notebook stays light in marimo;
-the Dagster-facing names load on first use.
+Every public name loads on first use (PEP 562): `import dagster_lakehouse` (and so the `lakehouse` CLI, which lives
+inside it) costs next to nothing, the core and the notebook decorator import without Dagster, and the Dagster-facing
+names import Dagster only when asked for.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
-from dagster_lakehouse.lakehouse import (
-    Commit,
-    Lakehouse,
-    LakehouseError,
-    MergeConflict,
-    MergeResult,
-    RevertConflict,
-    TableConflict,
-    TableDiff,
-    UndoResult,
-    WriteConflict,
-)
-from dagster_lakehouse.notebook.spec import Input, model
+from dagster_lakehouse._lazy import lazy_names
+
+if TYPE_CHECKING:
+    from dagster_lakehouse.dagster import LakehouseIOManager, LakehouseResource, branch_partitions, lakehouse_table_spec
+    from dagster_lakehouse.lakehouse import (
+        Commit,
+        Lakehouse,
+        LakehouseError,
+        MergeConflict,
+        MergeResult,
+        RevertConflict,
+        TableConflict,
+        TableDiff,
+        UndoResult,
+        WriteConflict,
+    )
+    from dagster_lakehouse.notebook.component import NotebookComponent
+    from dagster_lakehouse.notebook.errors import NotebookLoadError
+    from dagster_lakehouse.notebook.loader import load_notebook_assets
+    from dagster_lakehouse.notebook.spec import Input, model
 
 _LAZY = {
+    "Commit": "dagster_lakehouse.lakehouse",
+    "Lakehouse": "dagster_lakehouse.lakehouse",
+    "LakehouseError": "dagster_lakehouse.lakehouse",
+    "MergeConflict": "dagster_lakehouse.lakehouse",
+    "MergeResult": "dagster_lakehouse.lakehouse",
+    "RevertConflict": "dagster_lakehouse.lakehouse",
+    "TableConflict": "dagster_lakehouse.lakehouse",
+    "TableDiff": "dagster_lakehouse.lakehouse",
+    "UndoResult": "dagster_lakehouse.lakehouse",
+    "WriteConflict": "dagster_lakehouse.lakehouse",
+    "Input": "dagster_lakehouse.notebook.spec",
+    "model": "dagster_lakehouse.notebook.spec",
     "NotebookComponent": "dagster_lakehouse.notebook.component",
     "NotebookLoadError": "dagster_lakehouse.notebook.errors",
     "load_notebook_assets": "dagster_lakehouse.notebook.loader",
@@ -46,17 +65,14 @@ __all__ = [
     "TableDiff",
     "UndoResult",
     "model",
-    *_LAZY,
+    "NotebookComponent",
+    "NotebookLoadError",
+    "load_notebook_assets",
+    "LakehouseResource",
+    "LakehouseIOManager",
+    "branch_partitions",
+    "lakehouse_table_spec",
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'dagster_lakehouse' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

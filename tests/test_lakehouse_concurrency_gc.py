@@ -25,16 +25,16 @@ def _append_many(catalog_uri: str, warehouse: str, properties: dict[str, str], w
     return attempts
 
 
-def test_concurrent_appends_from_four_processes_all_land(pg_s3_backend) -> None:
-    with Lakehouse(pg_s3_backend.catalog_uri, pg_s3_backend.warehouse, pg_s3_backend.properties) as lh:
+def test_concurrent_appends_from_four_processes_all_land(backend) -> None:
+    with Lakehouse(backend.catalog_uri, backend.warehouse, backend.properties) as lh:
         lh.create_branch("dev")
     ctx = mp.get_context("spawn")
     with ctx.Manager() as manager:
         start = manager.Barrier(WRITERS)
         with ctx.Pool(WRITERS) as pool:
-            args = [(pg_s3_backend.catalog_uri, pg_s3_backend.warehouse, pg_s3_backend.properties, w, start) for w in range(WRITERS)]
+            args = [(backend.catalog_uri, backend.warehouse, backend.properties, w, start) for w in range(WRITERS)]
             attempts = pool.starmap(_append_many, args)
-    with Lakehouse(pg_s3_backend.catalog_uri, pg_s3_backend.warehouse, pg_s3_backend.properties) as lh:
+    with Lakehouse(backend.catalog_uri, backend.warehouse, backend.properties) as lh:
         rows = lh.read("c.events", ref="dev")
         assert rows.height == WRITERS * APPENDS
         assert rows.unique().height == WRITERS * APPENDS

@@ -1,70 +1,19 @@
-"""Column and filter pushdown: a selective read opens fewer files and reads fewer bytes than a full scan."""
+"""Column and filter pushdown: a selective read plans only the files its filter can match (Iceberg statistics), and
+Polars reads only the row groups and columns it needs of them."""
 
 from __future__ import annotations
 
-import io
 import re
-from collections import Counter
 
 import polars as pl
-import pyarrow as pa
-import pytest
 from pyiceberg.catalog.sql import SqlCatalog
-from pyiceberg.io.pyarrow import PyArrowFileIO
 
 from dagster_lakehouse.lakehouse import Lakehouse
 
 
-class _CountingFile(io.RawIOBase):
-    """Wraps an Arrow input file and counts the bytes actually read from it."""
-
-    def __init__(self, native, counter: Counter, path: str):
-        self._native, self._counter, self._path = native, counter, path
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self._native.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._native.tell()
-
-    def readinto(self, buffer) -> int:
-        data = self._native.read(len(buffer))
-        buffer[: len(data)] = data
-        self._counter[self._path] += len(data)
-        return len(data)
-
-    def close(self) -> None:
-        self._native.close()
-        super().close()
-
-
-@pytest.fixture
-def reads(monkeypatch) -> Counter:
-    """Bytes read per data file through PyIceberg's FileIO during the test."""
-    counter: Counter = Counter()
-    original = PyArrowFileIO.new_input
-
-    def new_input(self, location: str):
-        input_file = original(self, location)
-        if not location.endswith(".parquet"):
-            return input_file
-        opened = input_file.open
-
-        def counting_open(seekable: bool = True):
-            counter[location] += 0
-            return pa.PythonFile(_CountingFile(opened(seekable), counter, location), mode="r")
-
-        input_file.open = counting_open
-        return input_file
-
-    monkeypatch.setattr(PyArrowFileIO, "new_input", new_input)
-    return counter
+def row_groups_read(output: str) -> list[tuple[int, int]]:
+    """(read, of) per Parquet file from Polars' verbose log: "Predicate pushdown: reading 1 / 5 row groups"."""
+    return [(int(r), int(t)) for r, t in re.findall(r"Predicate pushdown: reading (\d+) / (\d+) row groups", output)]
 
 
 def sorted_trips(day: int, rows: int = 2000) -> pl.DataFrame:
@@ -78,23 +27,30 @@ def sorted_trips(day: int, rows: int = 2000) -> pl.DataFrame:
     )
 
 
-def test_selective_filter_reads_fewer_files_and_bytes(lakehouse: Lakehouse, reads: Counter) -> None:
+def test_selective_filter_reads_only_the_files_it_can_match(lakehouse: Lakehouse) -> None:
     lakehouse.create_branch("dev")
     for day in range(8):  # eight appends of data sorted by day: eight files with disjoint day ranges
         lakehouse.write("taxi.trips", sorted_trips(day), branch="dev", mode="append")
 
-    reads.clear()
     full = lakehouse.read("taxi.trips", ref="dev")
-    full_files, full_bytes = len(reads), sum(reads.values())
-
-    reads.clear()
     some = lakehouse.read("taxi.trips", ref="dev", columns=["PULocationID"], filter="day = 3")
-    some_files, some_bytes = len(reads), sum(reads.values())
-
     assert full.height == 16000 and some.height == 2000 and some.columns == ["PULocationID"]
-    assert full_files == 8 and some_files == 1
-    assert some_bytes * 8 < full_bytes
 
+    plan = read_plan(lakehouse, "taxi.trips", "dev", "day = 3")
+    day3 = [t.file.file_path for t in lakehouse.table("taxi.trips", "dev").scan(row_filter="day = 3").plan_files()]
+    assert [f.file_path for f in plan.files] == day3 and len(day3) == 1
+    assert len(read_plan(lakehouse, "taxi.trips", "dev", None).files) == 8
+
+
+def read_plan(lakehouse: Lakehouse, name: str, ref: str, row_filter: str | None):
+    """The files `Lakehouse.read` plans to read (the same planning `read`, `scan` and `read_arrow` use)."""
+    from pyiceberg.expressions import AlwaysTrue
+
+    from dagster_lakehouse.lakehouse.filters import parse_filter
+    from dagster_lakehouse.lakehouse.read_plan import plan_read
+
+    table = lakehouse.table(name, ref)
+    return plan_read(table, table.current_snapshot(), table.schema(), parse_filter(row_filter) if row_filter else AlwaysTrue())
 
 
 def _scanned_sources(plan: str) -> list[str]:
@@ -132,7 +88,7 @@ def test_scan_pushes_the_filter_and_columns_into_the_file_scan(lakehouse: Lakeho
     assert out.equals(sorted_trips(3).select("PULocationID"))
 
 
-def test_row_groups_that_cannot_match_are_skipped(lakehouse: Lakehouse, reads: Counter) -> None:
+def test_row_groups_that_cannot_match_are_skipped(lakehouse: Lakehouse, capfd) -> None:
     lakehouse.create_branch("dev")
     data = pl.concat([sorted_trips(day, rows=40_000) for day in range(5)])
     lakehouse.write("taxi.trips", data, branch="dev")
@@ -145,12 +101,10 @@ def test_row_groups_that_cannot_match_are_skipped(lakehouse: Lakehouse, reads: C
         other_engine.close()
     lakehouse.write("taxi.trips", data, branch="dev")
 
-    reads.clear()
-    lakehouse.read("taxi.trips", ref="dev", columns=["note"])
-    one_column_files, all_row_groups = len(reads), sum(reads.values())
-    reads.clear()
-    out = lakehouse.read("taxi.trips", ref="dev", columns=["note"], filter="day = 4")
-    assert out.height == 40_000
-    assert one_column_files == len(reads) == 1
-    # one row group of five, plus Arrow's fixed 64 KiB speculative footer read
-    assert sum(reads.values()) * 3 < all_row_groups
+    capfd.readouterr()
+    with pl.Config(verbose=True):
+        out = lakehouse.read("taxi.trips", ref="dev", columns=["note"], filter="day = 4")
+        # one file, of whose five row groups (one per day) the column statistics leave one to read
+        assert out.height == 40_000 and row_groups_read(capfd.readouterr().err) == [(1, 5)]
+        lazy = lakehouse.scan("taxi.trips", ref="dev", columns=["note"], filter="day >= 3").collect(engine="streaming")
+        assert lazy.height == 80_000 and row_groups_read(capfd.readouterr().err) == [(2, 5)]

@@ -2,6 +2,9 @@
 
 Exit codes: 0 success; 1 a lakehouse error (`error: ...` on stderr, no traceback); 2 a usage error;
 3 a merge or revert conflict (the conflicting tables are listed); 130 interrupted.
+
+Start-up imports only argparse and the command modules: the core (PyIceberg, SQLAlchemy, PyArrow) loads when a
+command opens the lakehouse, Polars when a command reads or writes rows, and Dagster never.
 """
 
 from __future__ import annotations
@@ -9,18 +12,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import traceback
 from collections.abc import Sequence
-
-import polars as pl
-import pyarrow as pa
-from pyiceberg.exceptions import CommitFailedException, NoSuchTableError, ValidationError
-from sqlalchemy.exc import SQLAlchemyError
 
 from dagster_lakehouse.cli import branch, data, history, maintenance, table, tag
 from dagster_lakehouse.cli._common import CliError, first_paragraph, open_lakehouse
-from dagster_lakehouse.lakehouse import LakehouseError, MergeConflict
-from dagster_lakehouse.lakehouse.errors import RevertConflict
+from dagster_lakehouse.lakehouse.errors import LakehouseError, MergeConflict, RevertConflict
 
 __all__ = ["build_parser", "main"]
 
@@ -30,16 +26,25 @@ EXIT_USAGE = 2
 EXIT_CONFLICT = 3
 EXIT_INTERRUPTED = 130
 
-EXPECTED_ERRORS = (
-    LakehouseError,
-    pl.exceptions.PolarsError,
-    pa.ArrowException,
-    CommitFailedException,
-    NoSuchTableError,
-    ValidationError,
-    SQLAlchemyError,
-    OSError,
-)
+LIBRARY_ERRORS = {
+    "polars.exceptions": ("PolarsError",),
+    "pyarrow": ("ArrowException",),
+    "pyiceberg.exceptions": ("CommitFailedException", "NoSuchTableError", "ValidationError"),
+    "sqlalchemy.exc": ("SQLAlchemyError",),
+}
+"""Errors of the libraries underneath reported as `error: <Type>: <message>` (exit code 1), by module and class name."""
+
+
+def expected_errors() -> tuple[type[BaseException], ...]:
+    """The error classes reported without a traceback: ours, `OSError`, and those of `LIBRARY_ERRORS` whose module
+    is loaded (an error of a library that was never imported cannot have been raised, and importing it would cost
+    more than the command)."""
+    found: list[type[BaseException]] = [LakehouseError, OSError]
+    for module_name, names in LIBRARY_ERRORS.items():
+        module = sys.modules.get(module_name)
+        found += [getattr(module, name) for name in names if module is not None and hasattr(module, name)]
+    return tuple(found)
+
 
 EPILOG = """\
 connection: --catalog-uri/--warehouse, else LAKEHOUSE_CATALOG_URI/LAKEHOUSE_WAREHOUSE, else the local
@@ -67,12 +72,26 @@ def _version() -> str:
         return "unknown"
 
 
+class _VersionAction(argparse.Action):
+    """`--version`: looks the version up only when asked (`importlib.metadata` is slower to import than argparse)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: object, values: object, option: str | None = None) -> None:
+        print(f"{parser.prog} {_version()}")
+        parser.exit()
+
+
 def _connection_options(parser: argparse.ArgumentParser, default: object) -> None:
     group = parser.add_argument_group("connection")
     group.add_argument("--path", default=default, metavar="DIR", help="local lakehouse folder (default: .lakehouse)")
     group.add_argument("--catalog-uri", default=default, metavar="URI", help="SQL catalog database URI")
     group.add_argument("--warehouse", default=default, metavar="URI", help="warehouse location (file://, s3://)")
     parser.add_argument("--debug", action="store_true", default=default, help="show tracebacks of errors")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", default=default, help="no progress line (shown only on a terminal anyway)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,9 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action=_VersionAction, help="show the version and exit")
     _connection_options(parser, None)
-    parser.set_defaults(creates=False, debug=False)
+    parser.set_defaults(creates=False, debug=False, quiet=False)
     common = argparse.ArgumentParser(add_help=False)
     _connection_options(common, argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -100,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
+
+
+def _traceback(args: argparse.Namespace) -> None:
+    """With `--debug`, the traceback of the error being handled."""
+    if args.debug:
+        import traceback
+
+        traceback.print_exc()
 
 
 def _conflicts(exc: MergeConflict | RevertConflict) -> None:
@@ -124,8 +151,7 @@ def run(args: argparse.Namespace) -> int:
         lakehouse = open_lakehouse(args)
         return int(args.handler(lakehouse, args))
     except MergeConflict as exc:
-        if args.debug:
-            traceback.print_exc()
+        _traceback(args)
         _conflicts(exc)
         print(
             f"hint: 'lakehouse branch diff {exc.target} {exc.source}' shows both sides; "
@@ -135,8 +161,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_CONFLICT
     except RevertConflict as exc:
-        if args.debug:
-            traceback.print_exc()
+        _traceback(args)
         _conflicts(exc)
         print(
             f"hint: 'lakehouse log {exc.branch} --table TABLE' lists the later commits; revert those first, "
@@ -145,8 +170,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return EXIT_CONFLICT
     except CliError as exc:
-        if args.debug:
-            traceback.print_exc()
+        _traceback(args)
         _error(str(exc))
         if exc.hint:
             print(f"hint: {exc.hint}", file=sys.stderr)
@@ -154,9 +178,8 @@ def run(args: argparse.Namespace) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_ERROR
-    except EXPECTED_ERRORS as exc:
-        if args.debug:
-            traceback.print_exc()
+    except expected_errors() as exc:
+        _traceback(args)
         message = str(exc) if isinstance(exc, LakehouseError) else f"{type(exc).__name__}: {first_paragraph(exc)}"
         _error(message)
         return EXIT_ERROR

@@ -1,4 +1,8 @@
-"""Shared pieces of the `lakehouse` CLI: opening the lakehouse, CLI errors, aligned-text and JSON output."""
+"""Shared pieces of the `lakehouse` CLI: opening the lakehouse, CLI errors, aligned-text and JSON output.
+
+Nothing here imports the core, SQLAlchemy or Polars at module level: `lakehouse --help` builds every parser from
+these modules, and each command imports what it needs when it runs.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +14,14 @@ import sys
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import polars as pl
-from sqlalchemy.exc import SQLAlchemyError
-
-from dagster_lakehouse.lakehouse import Lakehouse
 from dagster_lakehouse.lakehouse.config import DEFAULT_PATH
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from dagster_lakehouse.lakehouse.core import Lakehouse
 
 REF_HELP = "branch, tag or past commit: main@<commit>, dev~2 (default: main)"
 """Help of an argument that reads a ref: wherever a ref is read, a past commit (`main@<commit>`, `dev~2`) is too."""
@@ -80,6 +85,10 @@ def open_lakehouse(args: argparse.Namespace) -> Lakehouse:
     Only commands that write (`branch create`, `import`, ...) may create a new local lakehouse; the others
     fail on a folder without one, so a typo in `--path` does not silently make an empty lakehouse.
     """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from dagster_lakehouse.lakehouse.core import Lakehouse
+
     root = local_root(args)
     if root is not None and not args.creates and not (root / "catalog.db").exists():
         raise CliError(
@@ -145,6 +154,8 @@ FRAME_FORMATS = ("table", "csv", "json")
 
 def print_frame(frame: pl.DataFrame, fmt: str = "table", max_rows: int | None = None) -> None:
     """Print a Polars DataFrame as its table repr (at most `max_rows` rows shown), CSV, or a JSON array of rows."""
+    import polars as pl
+
     if fmt == "csv":
         sys.stdout.write(frame.write_csv())
         return

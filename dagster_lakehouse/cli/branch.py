@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster_lakehouse.cli import history
 from dagster_lakehouse.cli._common import REF_HELP, local_time, note, print_json, print_rows
-from dagster_lakehouse.lakehouse import Lakehouse, MergeConflict
+from dagster_lakehouse.cli.progress import progress
+from dagster_lakehouse.lakehouse.errors import MergeConflict
 from dagster_lakehouse.lakehouse.names import MAIN
+
+if TYPE_CHECKING:
+    from dagster_lakehouse.lakehouse.core import Lakehouse
 
 
 def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -38,7 +42,7 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         description="Merge every table changed on SOURCE since its branch point into the target, atomically. "
         "Tables both sides changed are merged file by file when the work commutes (appends, replaces of "
         "different partitions); otherwise nothing is merged, each conflicting table is listed with the reason "
-        "and the exit code is 3.",
+        "and the exit code is 3. On a terminal a progress line counts the tables merged (--quiet: none).",
     )
     merge.add_argument("source", metavar="SOURCE", help="branch to merge")
     merge.add_argument("--into", default=MAIN, metavar="BRANCH", help="target branch (default: main)")
@@ -103,7 +107,8 @@ def delete_branch(lh: Lakehouse, args: argparse.Namespace) -> int:
 def merge_branch(lh: Lakehouse, args: argparse.Namespace) -> int:
     """`branch merge SOURCE [--into BRANCH]`; a conflict propagates as `MergeConflict` (exit code 3)."""
     try:
-        result = lh.merge(args.source, args.into, message=args.message, on_conflict=args.on_conflict)
+        with progress(args, f"merge '{args.source}' into '{args.into}'") as report:
+            result = lh.merge(args.source, args.into, message=args.message, on_conflict=args.on_conflict, progress=report)
     except MergeConflict as exc:
         if args.json:
             print_json(

@@ -1,14 +1,13 @@
-"""`lakehouse import` (Parquet/CSV files into a table on a branch) and `lakehouse query` (SQL over a ref)."""
+"""`lakehouse import` (Parquet/CSV files into a table on a branch) and `lakehouse query` (SQL over a ref).
+
+Polars is imported by the commands when they run, not with this module: every `lakehouse` call builds its parsers.
+"""
 
 from __future__ import annotations
 
 import argparse
-import glob
 import re
-from pathlib import Path
-from typing import Any
-
-import polars as pl
+from typing import TYPE_CHECKING, Any
 
 from dagster_lakehouse.cli._common import (
     FRAME_FORMATS,
@@ -19,12 +18,14 @@ from dagster_lakehouse.cli._common import (
     positive_int,
     print_frame,
 )
-from dagster_lakehouse.lakehouse import Lakehouse, ProtectedBranchError
-from dagster_lakehouse.lakehouse.errors import InvalidData, PinnedRefError
+from dagster_lakehouse.cli.progress import progress
+from dagster_lakehouse.lakehouse.errors import InvalidData, PinnedRefError, ProtectedBranchError
 from dagster_lakehouse.lakehouse.names import MAIN, split_table_name
 
-PARQUET_SUFFIXES = (".parquet", ".pq")
-CSV_SUFFIXES = (".csv",)
+if TYPE_CHECKING:
+    import polars as pl
+
+    from dagster_lakehouse.lakehouse.core import Lakehouse
 
 QUERY_HELP = """\
 Run SQL (Polars SQL) over the tables visible on a branch or tag and print the result.
@@ -54,7 +55,8 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
         help="load a Parquet/CSV file or a folder of them into a table on a branch",
         description="Load PATH into TABLE on BRANCH in one commit. PATH is a .parquet or .csv file, a folder "
         "(every *.parquet and *.csv directly inside it, unioned by column name), or a glob such as "
-        "'data/*.parquet'. CSV dates and datetimes are parsed when they look like ISO 8601.",
+        "'data/*.parquet'. CSV dates and datetimes are parsed when they look like ISO 8601. On a terminal a "
+        "progress line counts the rows read (--quiet: none).",
     )
     imp.add_argument("source", metavar="PATH", help="file, folder or glob to read")
     imp.add_argument("table", metavar="TABLE", help="target table as namespace.table")
@@ -86,72 +88,25 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     query.set_defaults(handler=run_query)
 
 
-def _is_glob(source: str) -> bool:
-    return any(c in source for c in "*?[")
-
-
-def _kind(path: str) -> str | None:
-    lower = path.lower()
-    if lower.endswith(PARQUET_SUFFIXES):
-        return "parquet"
-    if lower.endswith(CSV_SUFFIXES):
-        return "csv"
-    return None
-
-
-def _scan_one(source: str, kind: str) -> pl.LazyFrame:
-    if kind == "parquet":
-        return pl.scan_parquet(source)
-    return pl.scan_csv(source, try_parse_dates=True)
-
-
-def _scan_files(files: list[Path]) -> pl.LazyFrame:
-    frames = [_scan_one(str(p), _kind(p.name) or "") for p in files]
-    return frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
-
-
-def scan_source(source: str) -> tuple[pl.LazyFrame, int]:
-    """A LazyFrame over a Parquet/CSV file, a folder or a glob of them, and how many files it reads.
-
-    Several files are unioned by column name (a column missing from a file is null there). A remote URL
-    (`s3://...`) is handed to Polars as it is and counts as one file.
-    """
-    if "://" in source:
-        kind = _kind(source)
-        if kind is None:
-            raise CliError(f"cannot import '{source}': expected a .parquet or .csv file")
-        return _scan_one(source, kind), 1
-    path = Path(source).expanduser()
-    if _is_glob(source):
-        files = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file() and _kind(p))
-        if not files:
-            raise CliError(f"cannot import '{source}': no .parquet or .csv files match")
-        return _scan_files(files), len(files)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and _kind(p.name))
-        if not files:
-            raise CliError(f"no .parquet or .csv files in folder '{source}'")
-        return _scan_files(files), len(files)
-    if not path.exists():
-        raise CliError(f"cannot import '{source}': no such file or folder")
-    if _kind(path.name) is None:
-        raise CliError(f"cannot import '{source}': expected a .parquet or .csv file, or a folder of them")
-    return _scan_files([path]), 1
-
-
 def import_data(lh: Lakehouse, args: argparse.Namespace) -> int:
-    """`import PATH TABLE --branch B [--mode replace|append] [--allow-main]`."""
+    """`import PATH TABLE --branch B [--mode replace|append] [--allow-main]`; on a terminal, the rows read so far."""
+    import polars as pl
+
+    from dagster_lakehouse.cli.sources import counted, scan_source
+
     split_table_name(args.table)  # a bad table name is reported before any file is opened
     frame, files = scan_source(args.source)
     try:
-        result = lh.write(
-            args.table,
-            frame,
-            branch=args.branch,
-            mode=args.mode,
-            allow_main=args.allow_main,
-            message=args.message or f"import {args.source}",
-        )
+        with progress(args, f"import {args.source}") as shown:
+            data = counted(frame, shown, count_first="://" not in args.source) if shown.enabled else frame
+            result = lh.write(
+                args.table,
+                data,
+                branch=args.branch,
+                mode=args.mode,
+                allow_main=args.allow_main,
+                message=args.message or f"import {args.source}",
+            )
     except pl.exceptions.PolarsError as exc:
         raise CliError(f"cannot read '{args.source}': {first_paragraph(exc)}") from exc
     except InvalidData as exc:
@@ -215,6 +170,8 @@ def sql_aliases(tables: list[str]) -> dict[str, str]:
 
 def sql_context(lh: Lakehouse, ref: str, sql: str) -> tuple[pl.SQLContext, dict[str, str]]:
     """A SQL context with a lazy scan of every table of `ref` that `sql` mentions, under all of its aliases."""
+    import polars as pl
+
     aliases = sql_aliases(lh.tables(ref))
     words = {w.lower() for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", sql)}
     wanted = {
@@ -232,6 +189,8 @@ def sql_context(lh: Lakehouse, ref: str, sql: str) -> tuple[pl.SQLContext, dict[
 
 def run_query(lh: Lakehouse, args: argparse.Namespace) -> int:
     """`query SQL [--ref REF] [--format table|csv|json]`."""
+    import polars as pl
+
     check_read_only(args.sql)
     context, aliases = sql_context(lh, args.ref, args.sql)
     try:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster_lakehouse.cli._common import REF_HELP, CliError, local_time, note, positive_int, print_json, print_rows
-from dagster_lakehouse.lakehouse import Commit, Lakehouse, ProtectedBranchError
-from dagster_lakehouse.lakehouse.errors import PinnedRefError, RevertConflict
+from dagster_lakehouse.lakehouse.errors import PinnedRefError, ProtectedBranchError, RevertConflict
 from dagster_lakehouse.lakehouse.names import MAIN, split_table_name
-from dagster_lakehouse.lakehouse.refspec import is_pinned
-from dagster_lakehouse.lakehouse.undo import UndoResult
+
+if TYPE_CHECKING:
+    from dagster_lakehouse.lakehouse.core import Lakehouse
+    from dagster_lakehouse.lakehouse.refs import Commit
+    from dagster_lakehouse.lakehouse.undo import UndoResult
 
 LOG_DESCRIPTION = (
     "Commits reachable from REF, newest first: its own, then its parent's up to the fork. REF may be a past "
@@ -186,6 +188,8 @@ def _plural(count: int, word: str) -> str:
 
 def revert_commit(lh: Lakehouse, args: argparse.Namespace) -> int:
     """`revert COMMIT [--on BRANCH] [-m MESSAGE] [--json]`; a conflict propagates as `RevertConflict` (exit code 3)."""
+    from dagster_lakehouse.lakehouse.refspec import is_pinned
+
     lh.ref(args.on)  # `--on` names a branch: an error about it first (`--on main~1` is read-only)
     spec = args.commit if is_pinned(args.commit) else f"{args.on}@{args.commit}"
     view = lh.view(spec)

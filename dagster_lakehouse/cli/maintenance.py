@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import math
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster_lakehouse.cli._common import UsageError, print_json
-from dagster_lakehouse.lakehouse import Lakehouse
+from dagster_lakehouse.cli.progress import progress
 from dagster_lakehouse.lakehouse.errors import UnsafeGC
-from dagster_lakehouse.lakehouse.gc import MIN_OLDER_THAN
+from dagster_lakehouse.lakehouse.gc_grace import MIN_OLDER_THAN
+
+if TYPE_CHECKING:
+    from dagster_lakehouse.lakehouse.core import Lakehouse
 
 
 def hours(text: str) -> float:
@@ -37,7 +40,8 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
         description="Mark every file any branch or tag reaches, then delete the other warehouse files "
         "older than --older-than-hours (default 1). Files of lakehouse writes and merges in flight are kept whatever "
         "the grace period; it protects other engines writing through the catalog, so below "
-        f"{MIN_OLDER_THAN.total_seconds() / 3600:g} h it needs --force. Use --dry-run first.",
+        f"{MIN_OLDER_THAN.total_seconds() / 60:g} minutes ({MIN_OLDER_THAN.total_seconds() / 3600:.2g} h) it needs --force. "
+        "Use --dry-run first. On a terminal a progress line shows the files read and deleted (--quiet: none).",
     )
     gc.add_argument("--older-than-hours", type=hours, default=1.0, metavar="H", help="grace period (default: 1)")
     gc.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
@@ -50,8 +54,10 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def run_gc(lh: Lakehouse, args: argparse.Namespace) -> int:
     """Run the garbage collection and report the files."""
+    older_than = timedelta(hours=args.older_than_hours)
     try:
-        files = lh.gc(older_than=timedelta(hours=args.older_than_hours), dry_run=args.dry_run, force=args.force)
+        with progress(args, "gc") as report:
+            files = lh.gc(older_than=older_than, dry_run=args.dry_run, force=args.force, progress=report)
     except UnsafeGC as exc:
         raise UsageError(str(exc), hint="add --force if no other engine writes to this warehouse") from exc
     if args.json:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster_lakehouse.cli._common import (
     FRAME_FORMATS,
@@ -18,8 +18,10 @@ from dagster_lakehouse.cli._common import (
     print_json,
     print_rows,
 )
-from dagster_lakehouse.lakehouse import Lakehouse
 from dagster_lakehouse.lakehouse.names import MAIN
+
+if TYPE_CHECKING:
+    from dagster_lakehouse.lakehouse.core import Lakehouse
 
 
 def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagster_lakehouse.cli._common import UsageError, local_time, print_json, print_rows
-from dagster_lakehouse.lakehouse import Lakehouse
 from dagster_lakehouse.lakehouse.names import MAIN
+
+if TYPE_CHECKING:
+    from dagster_lakehouse.lakehouse.core import Lakehouse
 
 
 def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:

@@ -12,6 +12,7 @@ import pyarrow as pa
 from dagster._core.execution.context.system import StepExecutionContext
 from pydantic import Field, PrivateAttr
 from pyiceberg.expressions import And
+from pyiceberg.table import Table
 
 from dagster_lakehouse.dagster.branch import step_context_of
 from dagster_lakehouse.dagster.errors import LakehouseIOError, naming
@@ -36,7 +37,8 @@ from dagster_lakehouse.dagster.tables import (
     metadata_value,
     table_name_for,
 )
-from dagster_lakehouse.lakehouse.data import to_arrow
+from dagster_lakehouse.lakehouse.row_checks import RowRule
+from dagster_lakehouse.lakehouse.write_data import WriteData, write_data
 from dagster_lakehouse.lakehouse.errors import ColumnNotFound, TableNotFound
 from dagster_lakehouse.lakehouse.filters import parse_filter
 
@@ -45,6 +47,7 @@ __all__ = ["LAKEHOUSE_RESOURCE_KEY", "LakehouseIOManager"]
 LAKEHOUSE_RESOURCE_KEY = "lakehouse"
 
 _READERS = {pl.DataFrame: "read", pl.LazyFrame: "scan", pa.Table: "read_arrow"}
+"""The Lakehouse method that reads each input type."""
 
 
 class LakehouseIOManager(dg.ConfigurableIOManager):
@@ -125,7 +128,7 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
         branch = self.store.write_branch_for(context, what=f"{label} (table {table!r})")
         where = f"{label} (table {table!r} on branch {branch!r})"
         try:
-            data = to_arrow(obj)
+            data = write_data(obj)
         except TypeError as exc:
             raise LakehouseIOError(f"{where}: {exc}") from None
         scope = self._output_scope(context, data, where)
@@ -153,32 +156,32 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
         if result.snapshot_id is not None:
             _set_data_version(context, dg.DataVersion(str(result.snapshot_id)))
 
-    def _output_scope(self, context: dg.OutputContext, data: pa.Table, where: str) -> Scope | None:
-        """The rows this partitioned output replaces; refuses data with rows outside them."""
+    def _output_scope(self, context: dg.OutputContext, data: WriteData, where: str) -> Scope | None:
+        """The rows this partitioned output replaces; refuses data with rows outside them (streamed data as it is
+        written, before the commit)."""
         if not context.has_asset_partitions or not data_dimensions(context.asset_partitions_def):
             return None
         partitions_def = context.asset_partitions_def
         columns = partition_columns(context.definition_metadata, partitions_def, where)
-        frame = pl.from_arrow(data)
-        assert isinstance(frame, pl.DataFrame)
-        missing = [c for c in columns.values() if c not in frame.columns]
+        schema = pl.from_arrow(data.schema.empty_table()).schema  # type: ignore[union-attr]
+        missing = [c for c in columns.values() if c not in schema]
         if missing:
             raise LakehouseIOError(
                 f"{where}: partition column {', '.join(map(repr, missing))} is not in the output "
-                f"(columns: {', '.join(frame.columns)})"
+                f"(columns: {', '.join(schema)})"
             )
-        scope = build_scope(
-            partitions_def, context.asset_partition_keys, columns, lambda c: polars_kind(frame.schema[c]), where
-        )
+        scope = build_scope(partitions_def, context.asset_partition_keys, columns, lambda c: polars_kind(schema[c]), where)
         if scope is None:
             return None
-        outside = frame.filter(~scope.polars()).height
-        if outside:
-            raise LakehouseIOError(
-                f"{where}: {outside} of {frame.height} rows lie outside partition "
-                f"{_partition_label(context.asset_partition_key_range)} ({scope.text()}); "
-                "a partitioned asset returns only its partition's rows"
+        partition = _partition_label(context.asset_partition_key_range)
+
+        def outside(rows: int, total: int) -> LakehouseIOError:
+            return LakehouseIOError(
+                f"{where}: {rows} of {total} rows lie outside partition "
+                f"{partition} ({scope.text()}); a partitioned asset returns only its partition's rows"
             )
+
+        data.add_rule(RowRule(scope.polars(), outside))
         return scope
 
     # ----- inputs -------------------------------------------------------------------------------------
@@ -195,15 +198,17 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
         input_metadata = context.definition_metadata or {}
         columns = _columns(metadata_value(input_metadata, COLUMNS_KEY), where)
         row_filter = metadata_value(input_metadata, FILTER_KEY)
-        reader = _reader_for(context, where)
+        kind = _reader_for(context, where)
         lakehouse = self.store.get_lakehouse()
         with naming(where):
-            scope = self._input_scope(context, table, branch, upstream_metadata, where)
-            if scope is not None:
-                context.log.info(f"{where}: reading partition rows where {scope.text()}")
-                row_filter = And(parse_filter(row_filter, context=f"{where}: "), scope.iceberg())
             try:
-                return getattr(lakehouse, reader)(table, ref=branch, columns=columns, filter=row_filter)
+                loaded, scope = self._input_scope(context, table, branch, upstream_metadata, where)
+                if loaded is None:
+                    return getattr(lakehouse, _READERS[kind])(table, ref=branch, columns=columns, filter=row_filter)
+                if scope is not None:
+                    context.log.info(f"{where}: reading partition rows where {scope.text()}")
+                    row_filter = And(parse_filter(row_filter, context=f"{where}: "), scope.iceberg())
+                return lakehouse.read_table(loaded, table, branch, kind=kind, columns=columns, filter=row_filter)
             except TableNotFound as exc:
                 raise TableNotFound(
                     f"{exc}; materialize {context.asset_key.to_user_string()!r} on branch {branch!r} (or on 'main' "
@@ -212,14 +217,17 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
 
     def _input_scope(
         self, context: dg.InputContext, table: str, branch: str, upstream_metadata: Mapping[str, Any], where: str
-    ) -> Scope | None:
+    ) -> tuple[Table | None, Scope | None]:
         """Rows this partitioned run reads: the parent's partitions, or, for an unpartitioned raw table whose input
-        metadata names a `lakehouse/partition_column`, the rows of the run's own partitions. None otherwise."""
+        metadata names a `lakehouse/partition_column`, the rows of the run's own partitions. None otherwise.
+
+        With the table, when its schema was needed to build them (the read then uses it rather than load it again).
+        """
         step = _optional(lambda: context.step_context)
         if step is None or not step.has_partitions:  # outside a run, or an unpartitioned run
-            return None
+            return None, None
         if not data_dimensions(step.entity_partitions_def):
-            return None
+            return None, None
         if context.has_asset_partitions:
             partitions_def = context.asset_partitions_def
             keys: Sequence[str] = context.asset_partition_keys
@@ -229,13 +237,13 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
             keys = partitions_def.get_partition_keys_in_range(step.partition_key_range)
             columns_metadata = context.definition_metadata
         else:
-            return None
+            return None, None
         if not data_dimensions(partitions_def):
-            return None
+            return None, None
         columns = partition_columns(columns_metadata, partitions_def, where)
-        schema = self.store.get_lakehouse().table(table, branch).schema()
-        known = {field.name: field.field_type for field in schema.fields}
-        return build_scope(
+        loaded = self.store.get_lakehouse().table(table, branch)
+        known = {field.name: field.field_type for field in loaded.schema().fields}
+        return loaded, build_scope(
             partitions_def,
             keys,
             columns,
@@ -274,17 +282,17 @@ def _columns(value: Any, where: str) -> list[str] | None:
     return list(value)
 
 
-def _reader_for(context: dg.InputContext, where: str) -> str:
-    """The Lakehouse read method that returns what the input's type annotation asks for."""
+def _reader_for(context: dg.InputContext, where: str) -> type:
+    """The type the input's annotation asks for (`pl.DataFrame` when it names none)."""
     dagster_type = _optional(lambda: context.dagster_type)
     if dagster_type is None or dagster_type.is_any:
-        return "read"
+        return pl.DataFrame
     wanted = dagster_type.typing_type
     if wanted in (typing.Any, object, None):
-        return "read"
-    for kind, reader in _READERS.items():
+        return pl.DataFrame
+    for kind in _READERS:
         if wanted is kind:
-            return reader
+            return kind
     raise LakehouseIOError(
         f"{where}: cannot load an input annotated {wanted!r}; annotate it as pl.DataFrame, pl.LazyFrame or pa.Table"
     )

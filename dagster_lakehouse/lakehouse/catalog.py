@@ -6,15 +6,17 @@ so a branch is a set of (table -> metadata file) pointers and creating one copie
 
 from __future__ import annotations
 
+import threading
 from typing import Any, NoReturn
 
 from pyiceberg.catalog import Catalog, MetastoreCatalog
 from pyiceberg.catalog.sql import IcebergNamespaceProperties, IcebergTables, SqlCatalog
 from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
-from pyiceberg.serializers import FromInputFile
+from pyiceberg.io import FileIO, load_file_io
 from pyiceberg.table import Table
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, select
 
+from dagster_lakehouse.lakehouse import read_cache
 from dagster_lakehouse.lakehouse.errors import ReadOnlyError
 
 __all__ = [
@@ -75,11 +77,55 @@ def _refuse(what: str, ref: str, action: str) -> NoReturn:
     )
 
 
+_FILE_IOS: dict[tuple[Any, ...], FileIO] = {}
+_FILE_IOS_LOCK = threading.Lock()
+_MAX_FILE_IOS = 64
+
+
+def shared_file_io(properties: dict[str, str], location: str) -> FileIO:
+    """One FileIO per set of properties and URL scheme, reused by every read (and the object-store client it holds)."""
+    key = (tuple(sorted(properties.items())), location.split("://", 1)[0] if "://" in location else "")
+    with _FILE_IOS_LOCK:
+        found = _FILE_IOS.get(key)
+        if found is None:
+            if len(_FILE_IOS) >= _MAX_FILE_IOS:
+                _FILE_IOS.clear()
+            found = _FILE_IOS[key] = load_file_io(properties, location)
+        return found
+
+
 class ReadOnlyCatalog(RefCatalog):
-    """The catalog `Lakehouse.catalog(ref)` hands out: it lists and loads tables of `ref`, and refuses every change."""
+    """The catalog `Lakehouse.catalog(ref)` hands out: it lists and loads tables of `ref`, and refuses every change.
+
+    Loading a table reads its pointer from the catalog every time (never stale) and parses the metadata file it names
+    once per process (`read_cache`: a metadata file is never rewritten).
+    """
 
     def load_table(self, identifier: Any) -> Table:
-        return read_only(super().load_table(identifier), self)
+        parts = Catalog.identifier_to_tuple(identifier)
+        namespace, table_name = Catalog.namespace_to_string(Catalog.namespace_from(parts)), Catalog.table_name_from(parts)
+        rows = IcebergTables.__table__
+        query = select(rows.c.metadata_location).where(
+            rows.c.catalog_name == self.name, rows.c.table_namespace == namespace, rows.c.table_name == table_name
+        )
+        if (type_filter := self._iceberg_type_filter()) is not None:
+            query = query.where(type_filter)
+        with self.engine.connect() as conn:
+            location = conn.execute(query).scalar()
+        if not location:
+            raise NoSuchTableError(f"Table does not exist: {namespace}.{table_name}")
+        return self.table_at(parts, location)
+
+    def table_at(self, identifier: tuple[str, ...], location: str) -> ReadOnlyTable:
+        """The read-only table whose metadata file is `location`."""
+        metadata = read_cache.table_metadata(shared_file_io(self.properties, location), location)
+        return ReadOnlyTable(
+            identifier=identifier,
+            metadata=metadata,
+            metadata_location=location,
+            io=shared_file_io({**self.properties, **metadata.properties}, location),
+            catalog=self,
+        )
 
     def _refuse(self, action: str) -> NoReturn:
         _refuse("the catalog", self.name, action)
@@ -149,16 +195,7 @@ class PinnedCatalog(ReadOnlyCatalog):
         location = self.state.get(name)
         if location is None:
             raise NoSuchTableError(f"table '{name}' does not exist on '{self.name}'")
-        io = self._load_file_io(location=location)
-        metadata = FromInputFile.table_metadata(io.new_input(location))
-        table = Table(
-            identifier=Catalog.identifier_to_tuple(name),
-            metadata=metadata,
-            metadata_location=location,
-            io=self._load_file_io(metadata.properties, location),
-            catalog=self,
-        )
-        return read_only(table, self)
+        return self.table_at(Catalog.identifier_to_tuple(name), location)
 
     def table_exists(self, identifier: Any) -> bool:
         return ".".join(Catalog.identifier_to_tuple(identifier)) in self.state

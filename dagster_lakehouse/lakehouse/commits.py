@@ -4,26 +4,35 @@ Each operation that produces snapshots (a write, a merge) is a `CatalogCommit`: 
 of its tables on fresh state (writing metadata files, never touching a pointer), and `run` compare-and-swaps all
 pointers and appends the commit-log entry in one catalog transaction, so readers see all of it or none of it and
 the log cannot disagree with the data. A lost race (a pointer moved since `prepare`) re-runs `prepare` on the new
-state, where each operation decides whether its work still commutes, until it commits or its deadline passes.
+state, where each operation decides whether its work still commutes, until it commits or its deadline passes; the
+losers of a ref take turns (`CommitTurn`) rather than all preparing again at once and losing again.
 A `WriteLease` row tells `gc` the commit is in flight, from before its first file until its pointer transaction.
 """
 
 from __future__ import annotations
 
 import os
-import random
 import signal
 import time
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pyiceberg.catalog import Catalog
-from pyiceberg.serializers import FromInputFile
+from pyiceberg.serializers import FromInputFile, ToOutputFile
 from pyiceberg.table import Table, Transaction
+from pyiceberg.table.locations import load_location_provider
 from pyiceberg.table.metadata import TableMetadata
-from pyiceberg.table.update import AssertCreate
+from pyiceberg.table.update import (
+    AssertCreate,
+    TableUpdate,
+    _apply_table_update,
+    _TableMetadataUpdateContext,
+    _update_table_metadata_log,
+)
+from pyiceberg.utils.datetime import datetime_to_millis
 from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
@@ -32,6 +41,7 @@ from dagster_lakehouse.lakehouse.catalog import IcebergTables, RefCatalog
 from dagster_lakehouse.lakehouse.errors import CommitTimeout, LakehouseError, WriteLeaseExpired
 from dagster_lakehouse.lakehouse.names import split_table_name
 from dagster_lakehouse.lakehouse.storage import is_transient
+from dagster_lakehouse.lakehouse.turns import CommitTurn, backoff
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
@@ -93,12 +103,34 @@ def load_at(catalog: RefCatalog, name: str, location: str) -> Table:
     return table_at(catalog, name, location, FromInputFile.table_metadata(io.new_input(location)))
 
 
+def apply_updates(base: TableMetadata, updates: tuple[TableUpdate, ...], location: str | None = None) -> TableMetadata:
+    """`updates` applied to `base` (read from `location`, which then joins the metadata log), as PyIceberg's
+    `update_table_metadata` does, less its closing deep copy of the whole metadata.
+
+    That copy grows with the table's history (every snapshot, every log entry) and took a fifth of a commit at a
+    hundred snapshots, once per staged change and once more to stage. Metadata models are frozen and each update
+    copies what it changes, so the result may share the rest with `base`.
+    """
+    context = _TableMetadataUpdateContext()
+    metadata = base
+    for change in updates:
+        metadata = _apply_table_update(change, metadata, context)
+    if context.has_changes():
+        if location:
+            metadata = _update_table_metadata_log(metadata, location, base.last_updated_ms)
+        if base.last_updated_ms == metadata.last_updated_ms:
+            metadata = metadata.model_copy(update={"last_updated_ms": datetime_to_millis(datetime.now().astimezone())})
+    metadata.spec().check_compatible(metadata.schema())
+    metadata.sort_order().check_compatible(metadata.schema())
+    return metadata
+
+
 class _Transaction(Transaction):
     """PyIceberg's transaction, deriving its metadata once per staged change instead of on every read.
 
     `Transaction.table_metadata` re-applies every staged update to a deep copy of the table's metadata each time it
     is read, and a snapshot producer reads it a dozen times: that made replays and writes slow down with history.
-    Staged updates only ever grow (`_stage` appends), so their count keys the cached result.
+    Staged updates only ever grow (`_stage` appends), so their count keys the cached result (`apply_updates`: no copy).
     """
 
     _derived: tuple[int, TableMetadata] | None = None
@@ -106,7 +138,7 @@ class _Transaction(Transaction):
     @property
     def table_metadata(self) -> TableMetadata:
         if self._derived is None or self._derived[0] != len(self._updates):
-            self._derived = (len(self._updates), super().table_metadata)
+            self._derived = (len(self._updates), apply_updates(self._table.metadata, self._updates))
         return self._derived[1]
 
 
@@ -116,18 +148,39 @@ def transaction(table: Table) -> Transaction:
 
 
 def stage(catalog: RefCatalog, name: str, current: Table | None, tx: Transaction) -> Pointer:
-    """Write the metadata file that `tx` leads to; the ref's pointer is not moved."""
-    requirements = tx._requirements if current is not None else (AssertCreate(),)
-    staged = catalog._update_and_stage_table(current, Catalog.identifier_to_tuple(name), requirements, tx._updates)
-    catalog._write_metadata(staged.metadata, staged.io, staged.metadata_location)
-    return Pointer(name, current.metadata_location if current else None, staged.metadata_location, staged.metadata)
+    """Write the metadata file that `tx` leads to (as `MetastoreCatalog._update_and_stage_table` would, without its deep
+    copy: `apply_updates`); the ref's pointer is not moved."""
+    if current is None:  # a new table: PyIceberg's own path, which validates the whole new metadata
+        staged = catalog._update_and_stage_table(None, Catalog.identifier_to_tuple(name), (AssertCreate(),), tx._updates)
+        metadata, location, io = staged.metadata, staged.metadata_location, staged.io
+    else:
+        for requirement in tx._requirements:
+            requirement.validate(current.metadata)
+        metadata = apply_updates(current.metadata, tx._updates, current.metadata_location)
+        version = catalog._parse_metadata_version(current.metadata_location) + 1
+        location = load_location_provider(metadata.location, metadata.properties).new_table_metadata_file_location(version)
+        io = catalog._load_file_io(metadata.properties, location)
+    # The location is new (a uuid in its name), so no existence check first: it would cost a request per attempt.
+    ToOutputFile.table_metadata(metadata, io.new_output(location), overwrite=True)
+    return Pointer(name, current.metadata_location if current else None, location, metadata)
+
+
+def _pointer_row(ref: str, table: str) -> Any:
+    namespace, name = split_table_name(table)
+    rows = IcebergTables.__table__
+    return rows, and_(rows.c.catalog_name == ref, rows.c.table_namespace == namespace, rows.c.table_name == name)
+
+
+def pointer_of(conn: Connection, ref: str, table: str) -> str | None:
+    """Where `ref`'s pointer of `table` is now (None = no such table)."""
+    rows, where = _pointer_row(ref, table)
+    return conn.execute(select(rows.c.metadata_location).where(where)).scalar()
 
 
 def swap_pointer(conn: Connection, ref: str, pointer: Pointer) -> None:
     """Compare-and-swap one table pointer of `ref` inside the caller's transaction; `LostRace` if it moved."""
+    rows, where = _pointer_row(ref, pointer.table)
     namespace, name = split_table_name(pointer.table)
-    rows = IcebergTables.__table__
-    where = and_(rows.c.catalog_name == ref, rows.c.table_namespace == namespace, rows.c.table_name == name)
     if pointer.expected is None:
         try:
             with conn.begin_nested():
@@ -252,10 +305,27 @@ class CatalogCommit(ABC):
         self.attempts = 0
         self.commit_id: str | None = None
         self.lease = WriteLease(engine, what)
+        self.turn = CommitTurn(engine, ref)
+        self._deadline = 0.0
 
     @abstractmethod
     def prepare(self) -> list[Pointer]:
-        """Build (and stage) the new metadata of every table this commit changes, on the current state."""
+        """Build (and stage) the new metadata of every table this commit changes, on the current state.
+
+        A `prepare` that first writes files no lost race invalidates (a write's Parquet files) calls `take_turn` once
+        they are written, so it waits for its turn before the work that depends on the ref's state, not after losing.
+        """
+
+    def take_turn(self, loaded: dict[str, str | None]) -> None:
+        """Wait for the ref's commit turn (PostgreSQL; elsewhere nothing happens), then `LostRace` if a table this
+        attempt loaded (`loaded`: name -> metadata location, None = absent) moved meanwhile, so that `prepare` starts
+        again on the fresh state, now in turn and reusing the files it wrote."""
+        if self.turn.held or not self.turn.take(self._deadline):
+            return
+        with self.engine.connect() as conn:
+            moved = [name for name, location in loaded.items() if pointer_of(conn, self.ref, name) != location]
+        if moved:
+            raise LostRace(moved[0])
 
     def check(self, conn: Connection) -> None:  # noqa: B027
         """Re-check inside the pointer transaction whatever `prepare` assumed besides the pointers."""
@@ -265,8 +335,13 @@ class CatalogCommit(ABC):
         return None
 
     def run(self) -> list[Pointer]:
-        """Prepare and swap until it commits; `CommitTimeout` after `timeout` seconds of lost races."""
-        deadline = time.monotonic() + self.timeout
+        """Prepare and swap until it commits; `CommitTimeout` after `timeout` seconds of lost races.
+
+        After a lost race it waits for the ref's `CommitTurn` (unless `prepare` took it already: `take_turn`) and
+        prepares again at once, or with no turn to be had after a short `backoff`; a revoked lease prepares again at
+        once. The turn is released when the commit ends, however it ends.
+        """
+        deadline = self._deadline = time.monotonic() + self.timeout
         committed = False
         try:
             while True:
@@ -295,12 +370,14 @@ class CatalogCommit(ABC):
                             f"{self.what}: gave up after {self.attempts} attempts in {self.timeout:.0f}s "
                             f"of concurrent commits ({type(exc).__name__}: {exc})"
                         ) from exc
-                    if not isinstance(exc, LeaseRevoked):
-                        time.sleep(min(2.0, 0.01 * 2 ** min(self.attempts, 8)) * random.uniform(0.5, 1.5))
+                    if not isinstance(exc, LeaseRevoked) and not self.turn.take(deadline):
+                        time.sleep(backoff(self.attempts))
         except BaseException as exc:
             if not committed:
                 self.lease.fail(exc)
             raise
+        finally:
+            self.turn.release()
 
 
 def add_log_entry(conn: Connection, ref: str, kind: str, message: str, pointers: list[Pointer], **kwargs: Any) -> str:

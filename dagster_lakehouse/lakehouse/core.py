@@ -33,22 +33,25 @@ from dagster_lakehouse.lakehouse.catalog import (
 )
 from dagster_lakehouse.lakehouse.commits import table_at
 from dagster_lakehouse.lakehouse.config import DEFAULT_PATH, LakehouseConfig
-from dagster_lakehouse.lakehouse.data import DataLike, to_arrow
+from dagster_lakehouse.lakehouse.data import DataLike
 from dagster_lakehouse.lakehouse.errors import (
     InvalidWrite,
     LakehouseError,
     TableNotFound,
     UnsafeGC,
 )
-from dagster_lakehouse.lakehouse.filters import FilterLike, check_scope
+from dagster_lakehouse.lakehouse.filters import FilterLike
 from dagster_lakehouse.lakehouse.merge import MergeResult
 from dagster_lakehouse.lakehouse.merging import MergeCommit, OnConflict
 from dagster_lakehouse.lakehouse.names import MAIN, split_table_name
+from dagster_lakehouse.lakehouse.progress import Progress
 from dagster_lakehouse.lakehouse.reads import TableReads
 from dagster_lakehouse.lakehouse.refspec import is_pinned
+from dagster_lakehouse.lakehouse.row_checks import check_scope
 from dagster_lakehouse.lakehouse.schema import iceberg_schema, plan_schema
 from dagster_lakehouse.lakehouse.timeline import Timeline
 from dagster_lakehouse.lakehouse.write_args import check_snapshot_properties, check_text, partition_columns
+from dagster_lakehouse.lakehouse.write_data import InMemoryData, WriteData, write_data
 from dagster_lakehouse.lakehouse.writes import WriteCommit
 
 WriteMode = Literal["replace", "append"]
@@ -197,7 +200,7 @@ class Lakehouse(BranchOps, TableReads, Timeline):
     def write(
         self,
         name: str,
-        data: DataLike,
+        data: DataLike | WriteData,
         *,
         branch: str = MAIN,
         mode: WriteMode = "replace",
@@ -215,6 +218,9 @@ class Lakehouse(BranchOps, TableReads, Timeline):
         schema. The pointer swap and the log entry are one catalog transaction. A write that loses a race to
         a concurrent writer is re-applied on the fresh table until `commit_timeout`, unless it replaces rows
         the winner added (`WriteConflict`: writes of different partitions never conflict).
+
+        A `pl.LazyFrame` runs on Polars' streaming engine and a `pa.RecordBatchReader` is read batch by batch, each
+        written as Parquet a chunk at a time (`write_data`), so data larger than memory writes in one commit.
         """
         namespace, _ = split_table_name(name)
         context = f"table '{name}' on branch '{branch}': "
@@ -227,8 +233,8 @@ class Lakehouse(BranchOps, TableReads, Timeline):
             )
         with self.engine.connect() as conn:
             self._check_writable(conn, branch, allow_main)
-        arrow = to_arrow(data, context=context)
-        partition_by = partition_columns(arrow, partition_by, context)
+        payload = write_data(data, context=context)
+        partition_by = partition_columns(payload.schema, partition_by, context)
         check_text(message, "message", None, context)
         check_text(run_id, "run_id", 255, context)
         props = {"lakehouse.branch": branch, **({"lakehouse.message": message} if message else {})}
@@ -237,13 +243,13 @@ class Lakehouse(BranchOps, TableReads, Timeline):
         props.update(check_snapshot_properties(snapshot_properties, context))
         catalog = self._write_catalog(branch)
         if where is not None:
-            self._check_where(catalog, name, arrow, where, context)
+            self._check_where(catalog, name, payload, where, context)
         self._ensure_namespace(branch, namespace, allow_main)
         commit = WriteCommit(
             self.engine,
             catalog,
             name,
-            arrow,
+            payload,
             mode=mode,
             where=where,
             props=props,
@@ -252,6 +258,7 @@ class Lakehouse(BranchOps, TableReads, Timeline):
             check=lambda conn: self._check_writable(conn, branch, allow_main),
             message=message or f"{mode} {name}",
             run_id=run_id,
+            storage_options=self._polars_storage_options(),
         )
         try:
             (pointer,) = self._retrying(commit.what, commit.run)  # storage I/O is all before the pointer transaction
@@ -265,7 +272,7 @@ class Lakehouse(BranchOps, TableReads, Timeline):
             table=name,
             branch=branch,
             snapshot_id=pointer.snapshot_id,
-            rows=arrow.num_rows,
+            rows=payload.rows,
             mode=mode if where is None else "overwrite",
             metadata_location=pointer.location,
             commit_id=commit.commit_id or "",
@@ -273,8 +280,10 @@ class Lakehouse(BranchOps, TableReads, Timeline):
             iceberg_table=table,
         )
 
-    def _check_where(self, catalog: RefCatalog, name: str, arrow: pa.Table, where: FilterLike, context: str) -> None:
-        """Parse and bind `where` (to the table, or for a new table to the data) and refuse rows outside it."""
+    def _check_where(self, catalog: RefCatalog, name: str, data: WriteData, where: FilterLike, context: str) -> None:
+        """Parse and bind `where` (to the table, or for a new table to the data) and refuse rows outside it (those of
+        streamed data as each chunk is written)."""
+        arrow = data.table if isinstance(data, InMemoryData) else data.schema.empty_table()
         try:
             current = self._retrying(f"table '{name}' on '{catalog.name}'", lambda: catalog.load_table(name))
         except NoSuchTableError:
@@ -337,6 +346,7 @@ class Lakehouse(BranchOps, TableReads, Timeline):
         message: str | None = None,
         run_id: str | None = None,
         on_conflict: OnConflict = "fail",
+        progress: Progress | None = None,
     ) -> MergeResult:
         """Three-way merge of every table of `source` into `into`, all tables in one catalog transaction.
 
@@ -344,11 +354,14 @@ class Lakehouse(BranchOps, TableReads, Timeline):
         Iceberg data files when the two sides' work commutes (disjoint appends and partition replaces), by
         replaying the source's operations on the target; otherwise `MergeConflict` names each table and why,
         and nothing changes. `on_conflict="source"` / `"target"` (or a dict per table) takes one side's
-        version of the conflicting tables instead. Readers see all of the merge or none of it.
+        version of the conflicting tables instead. Readers see all of the merge or none of it. `progress(what, done,
+        total)` is told of each table planned (`progress.Progress`).
         """
         if source == into:
             raise LakehouseError(f"cannot merge '{source}' into itself")
-        commit = MergeCommit(self, source, into, message=message, run_id=run_id, on_conflict=on_conflict)
+        commit = MergeCommit(
+            self, source, into, message=message, run_id=run_id, on_conflict=on_conflict, progress=progress
+        )
         pointers = commit.run()
         plan = commit.plan
         assert plan is not None
@@ -373,6 +386,7 @@ class Lakehouse(BranchOps, TableReads, Timeline):
         dry_run: bool = False,
         force: bool = False,
         keep_history: timedelta | None = None,
+        progress: Progress | None = None,
     ) -> list[str]:
         """Delete warehouse files that no branch or tag reaches, now or at any commit of their log younger than
         `keep_history` (default: the history retention window, `config.history_retention`); returns their URIs.
@@ -380,6 +394,7 @@ class Lakehouse(BranchOps, TableReads, Timeline):
         Never takes a file that committed metadata of any ref references, nor one of a write or merge in flight
         (their write leases), whatever `older_than` is. Files younger than `older_than` are kept for writers that take
         no lease (other engines); below `gc.MIN_OLDER_THAN` (10 minutes) a deleting run needs `force=True` (`UnsafeGC`).
+        `progress(what, done, total)` is told of the metadata files read and the files deleted (`progress.Progress`).
         """
         from dagster_lakehouse.lakehouse.gc import check_grace, collect_garbage
 
@@ -387,7 +402,7 @@ class Lakehouse(BranchOps, TableReads, Timeline):
         history = self.config.history_retention if keep_history is None else keep_history
         if history < timedelta(0):
             raise UnsafeGC(f"gc of {self.config.warehouse}: keep_history must be 0 or more, not {history}")
-        return collect_garbage(self, older_than=older_than, dry_run=dry_run, keep_history=history)
+        return collect_garbage(self, older_than=older_than, dry_run=dry_run, keep_history=history, progress=progress)
 
 
 def _retry_on_race(create: Any, attempts: int = 5) -> Any:

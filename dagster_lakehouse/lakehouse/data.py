@@ -29,7 +29,7 @@ def to_arrow(data: Any, *, context: str = "") -> pa.Table:
     if table.num_columns == 0:
         raise InvalidData(f"{context}the data has no columns; a table needs at least one")
     _check_names(table.schema, f"{context}the data", "")
-    table = _normalise(table, context)
+    table = normalise(table, context)
     try:
         iceberg_schema(table.schema)
     except (UnsupportedPyArrowTypeException, ValueError, TypeError) as exc:
@@ -85,7 +85,8 @@ def _inside(path: str) -> str:
     return f" inside column '{path.rstrip('.')}'" if path else ""
 
 
-def _normalise(table: pa.Table, context: str) -> pa.Table:
+def normalise(table: pa.Table, context: str) -> pa.Table:
+    """`table` with the types Iceberg stores (microsecond timestamps, signed ints, ...), refusing values they cannot hold."""
     fields = [pa.field(f.name, _iceberg_friendly(f.type, f"{context}column {f.name!r}"), True) for f in table.schema]
     target = pa.schema(fields)
     if target == table.schema:

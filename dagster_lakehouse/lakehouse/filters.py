@@ -51,15 +51,15 @@ def parse_filter(expression: FilterLike, *, context: str = "") -> BooleanExpress
         return _parse(expression)
     except ParseException as exc:
         raise InvalidFilter(
-            f"{context}cannot parse filter {_shown(expression)} at character {exc.loc + 1}: "
+            f"{context}cannot parse filter {shown(expression)} at character {exc.loc + 1}: "
             f"unexpected {expression[exc.loc:exc.loc + 20]!r}; expected comparisons such as "
             "\"col >= 'value'\", \"col in (1, 2)\", \"col is null\", joined by and/or/not"
         ) from exc
     except (RecursionError, ValueError, TypeError) as exc:
-        raise InvalidFilter(f"{context}cannot parse filter {_shown(expression)}: {type(exc).__name__}: {exc}") from exc
+        raise InvalidFilter(f"{context}cannot parse filter {shown(expression)}: {type(exc).__name__}: {exc}") from exc
 
 
-def _shown(expression: FilterLike, limit: int = 200) -> str:
+def shown(expression: FilterLike, limit: int = 200) -> str:
     """A filter as messages show it: quoted if a string, cut to `limit` characters."""
     text = repr(expression) if isinstance(expression, str) else str(expression)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
@@ -78,7 +78,7 @@ def prepare_filter(
 
     Date-only and space-separated timestamp strings are accepted for timestamp columns.
     """
-    shown = _shown(expression)
+    text = shown(expression)
     parsed = parse_filter(expression, context=context)
     try:
         normalised = visit(parsed, _TemporalLiterals(schema))
@@ -87,51 +87,13 @@ def prepare_filter(
         message = str(exc)
         if "Could not find field" in message:
             columns = ", ".join(field.name for field in schema.fields)
-            raise ColumnNotFound(f"{context}filter {shown}: {message}; columns are: {columns}") from exc
-        raise InvalidFilter(f"{context}filter {shown} does not fit the table: {message}") from exc
+            raise ColumnNotFound(f"{context}filter {text}: {message}; columns are: {columns}") from exc
+        raise InvalidFilter(f"{context}filter {text} does not fit the table: {message}") from exc
     except (TypeError, RecursionError) as exc:  # PyIceberg: "Cannot convert LongLiteral into string"
-        raise InvalidFilter(f"{context}filter {shown} does not fit the table: {exc}") from exc
+        raise InvalidFilter(f"{context}filter {text} does not fit the table: {exc}") from exc
 
 
-def check_scope(data: pa.Table, schema: Schema, expression: FilterLike, *, context: str = "") -> BooleanExpression:
-    """Bind `expression` to `schema` and refuse (`RowsOutsideFilter`) rows of `data` it does not match.
-
-    A write with `where=` replaces the rows the filter matches, so a row outside it would replace rows of another
-    partition (or be hidden from the next write of its own). A column the data lacks is null in every row.
-    Returns the unbound, normalised filter.
-    """
-    if isinstance(expression, str) and not expression.strip():
-        raise InvalidFilter(f"{context}where= is empty: pass where=None to replace the whole table")
-    unbound, bound = prepare_filter(schema, expression, context=context)
-    frame = _as_polars(data, schema)
-    try:
-        outside = frame.filter(~to_polars(bound, schema).fill_null(False))
-    except pl.exceptions.PolarsError as exc:
-        raise InvalidFilter(
-            f"{context}filter {_shown(expression)} cannot be checked against the data: {type(exc).__name__}: {exc}"
-        ) from exc
-    if outside.height:
-        names = _top_level_names(schema, bound) or frame.columns[:5]
-        example = {name: outside[name][0] for name in names}
-        raise RowsOutsideFilter(
-            f"{context}{outside.height} of {frame.height} rows are outside where {_shown(expression)}, e.g. a row "
-            f"with {_shown(example)}; a write with where= replaces only the rows its filter matches, so every row it "
-            "writes must match it: filter the data, or write those rows with their own where="
-        )
-    return unbound
-
-
-def _as_polars(data: pa.Table, schema: Schema) -> pl.DataFrame:
-    """`data` as Polars, with a null column for each table column it lacks (what those rows will hold)."""
-    missing = [f for f in schema.fields if f.name not in data.schema.names]
-    for field in missing:
-        data = data.append_column(field.name, pa.nulls(data.num_rows, schema_to_pyarrow(Schema(field)).field(0).type))
-    frame = pl.from_arrow(data)
-    assert isinstance(frame, pl.DataFrame)
-    return frame
-
-
-def _top_level_names(schema: Schema, bound: BooleanExpression) -> list[str]:
+def top_level_names(schema: Schema, bound: BooleanExpression) -> list[str]:
     """The top-level columns a bound filter reads, in schema order."""
     ids = extract_field_ids(bound)
     parents = schema._lazy_id_to_parent

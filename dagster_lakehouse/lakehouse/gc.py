@@ -16,7 +16,6 @@ reset that raced this collection prepares again (its lease was revoked) and meet
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -32,8 +31,23 @@ from sqlalchemy import delete, func, select, text, update
 
 from dagster_lakehouse.lakehouse import refs as refstore
 from dagster_lakehouse.lakehouse.catalog import IcebergTables
-from dagster_lakehouse.lakehouse.errors import LakehouseError, UnsafeGC
+from dagster_lakehouse.lakehouse.errors import LakehouseError
+from dagster_lakehouse.lakehouse.gc_grace import MIN_OLDER_THAN, check_grace
+from dagster_lakehouse.lakehouse.progress import Progress
 from dagster_lakehouse.lakehouse.storage import retrying
+
+__all__ = [
+    "BATCH_SIZE",
+    "CLOCK_SKEW",
+    "MIN_OLDER_THAN",
+    "CatalogView",
+    "Marker",
+    "check_grace",
+    "collect_garbage",
+    "list_warehouse",
+    "reachable_files",
+    "read_catalog",
+]
 
 T = TypeVar("T")
 
@@ -41,11 +55,6 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
 
     from dagster_lakehouse.lakehouse.core import Lakehouse
-
-MIN_OLDER_THAN = timedelta(minutes=10)
-"""The smallest `older_than` `gc` accepts without `force=True`. Lakehouse writes and merges are protected by their
-write leases whatever it is; the grace period is what protects engines committing to the catalog directly (Spark,
-Trino: they take no lease) and writers whose clock runs more than `CLOCK_SKEW` behind the object store's."""
 
 CLOCK_SKEW = timedelta(minutes=5)
 """How far the clocks of writers, `gc` and the object store may disagree, modification-time granularity included:
@@ -84,12 +93,17 @@ class Marker:
         self.reached.update(_key(uri) for uri in uris)
 
     def walk(
-        self, metadata_locations: Iterable[str], owner: dict[str, str] | None = None, *, missing_ok: bool = False
+        self,
+        metadata_locations: Iterable[str],
+        owner: dict[str, str] | None = None,
+        *,
+        missing_ok: bool = False,
+        on_walked: Callable[[], None] | None = None,
     ) -> None:
         """Mark every metadata, manifest list, manifest, data and delete file these metadata files reach.
 
         A file they reach that is missing is data already lost: `LakehouseError` names the metadata file and the ref
-        in `owner` pointing at it, and the collection stops.
+        in `owner` pointing at it, and the collection stops. `on_walked` is called after each metadata file.
         """
         for location in sorted(set(metadata_locations) - self._walked):
             try:
@@ -104,6 +118,8 @@ class Marker:
                     f"nothing more was deleted"
                 ) from exc
             self._walked.add(location)
+            if on_walked is not None:
+                on_walked()
 
     def _walk_one(self, location: str) -> None:
         io = load_file_io(self.properties, location)
@@ -124,10 +140,21 @@ class Marker:
                 self._seen.add(manifest.manifest_path)
             self._seen.add(snapshot.manifest_list)
 
-    def mark(self, view: CatalogView) -> None:
-        """Mark what `view` protects: everything its refs reach, and the merge-base metadata files."""
-        self.walk(view.roots, view.roots)
-        self.walk(view.history, view.history, missing_ok=True)
+    def mark(self, view: CatalogView, progress: Progress | None = None) -> None:
+        """Mark what `view` protects: everything its refs reach, and the merge-base metadata files; `progress` hears
+        of each metadata file read."""
+        on_walked = None
+        if progress is not None:
+            total, done = len((set(view.roots) | set(view.history)) - self._walked), 0
+            progress("reading metadata files", 0, total)
+
+            def on_walked() -> None:
+                nonlocal done
+                done += 1
+                progress("reading metadata files", done, total)
+
+        self.walk(view.roots, view.roots, on_walked=on_walked)
+        self.walk(view.history, view.history, missing_ok=True, on_walked=on_walked)
         self.keep(view.pinned)
 
 
@@ -233,29 +260,23 @@ def _exclude_commits(conn: Connection) -> None:
         raise LakehouseError(f"gc needs a PostgreSQL or SQLite catalog to exclude commits while it checks, not {dialect}")
 
 
-def check_grace(older_than: timedelta, warehouse: str, *, force: bool, dry_run: bool) -> None:
-    """Refuse a negative `older_than`, and one below `MIN_OLDER_THAN` for a deleting run unless `force`."""
-    seconds = older_than.total_seconds()
-    if not math.isfinite(seconds) or seconds < 0:
-        raise UnsafeGC(f"gc of {warehouse}: older_than must be 0 or more, not {older_than}")
-    if older_than < MIN_OLDER_THAN and not (force or dry_run):
-        raise UnsafeGC(
-            f"gc of {warehouse}: older_than={older_than} is below the minimum of {MIN_OLDER_THAN}; lakehouse commits "
-            f"are protected by their write leases, but files another engine is writing through the catalog are not "
-            f"(force=True allows it)"
-        )
-
-
 def collect_garbage(
-    lakehouse: Lakehouse, *, older_than: timedelta, dry_run: bool, keep_history: timedelta = timedelta(0)
+    lakehouse: Lakehouse,
+    *,
+    older_than: timedelta,
+    dry_run: bool,
+    keep_history: timedelta = timedelta(0),
+    progress: Progress | None = None,
 ) -> list[str]:
     """Delete warehouse table files older than `older_than` that no ref reaches, now or at a commit younger than
     `keep_history`; returns what was (or would be) deleted.
 
     Marks from one read of the catalog, then, before each batch of `BATCH_SIZE` deletions, reads it again exclusively
     (`read_catalog`), walks only the metadata files that are new since, and drops from the batch what they reach and
-    what commits in flight may have written.
+    what commits in flight may have written. `progress` hears of the metadata files read, the listing of the
+    warehouse and the files deleted (`progress.Progress`).
     """
+    report = progress if progress is not None else _ignore
     properties, warehouse, engine = lakehouse.config.properties, lakehouse.config.warehouse, lakehouse.engine
 
     def retried(step: str, fn: Callable[[], T]) -> T:  # transient object-store errors: retried, then StorageUnavailable
@@ -264,7 +285,8 @@ def collect_garbage(
     marker = Marker(properties)
     history_since = time.time() - keep_history.total_seconds()
     view = read_catalog(engine, exclusive=False, history_since=history_since)
-    retried("marking", lambda: marker.mark(view))
+    retried("marking", lambda: marker.mark(view, report))
+    report("listing the warehouse", 0, None)
     cutoff = time.time() - older_than.total_seconds()
     root = _key(warehouse).rstrip("/") + "/"
     candidates = [
@@ -276,15 +298,20 @@ def collect_garbage(
         return sorted(uri for uri, _ in candidates)
     io = load_file_io(properties, warehouse)
     deleted: list[str] = []
+    report("deleting files", 0, len(candidates))
     for start in range(0, len(candidates), BATCH_SIZE):
         view = read_catalog(engine, exclusive=True, history_since=history_since)
         retried("marking", lambda: marker.mark(view))  # noqa: B023 - called at once, in this iteration
-        for uri, mtime in candidates[start : start + BATCH_SIZE]:
-            if uri in marker or view.keeps(mtime):
-                continue
-            if retried(f"deleting {uri}", lambda: _delete(io, uri)):  # noqa: B023 - called at once
+        for done, (uri, mtime) in enumerate(candidates[start : start + BATCH_SIZE], start + 1):
+            kept = uri in marker or view.keeps(mtime)
+            if not kept and retried(f"deleting {uri}", lambda: _delete(io, uri)):  # noqa: B023 - called at once
                 deleted.append(uri)
+            report("deleting files", done, len(candidates))
     return sorted(deleted)
+
+
+def _ignore(what: str, done: int, total: int | None) -> None:
+    """The progress callback of a caller that passed none."""
 
 
 def _delete(io: Any, uri: str) -> bool:

@@ -11,8 +11,8 @@ rewriting only files that also hold other rows), each as a snapshot naming its o
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
@@ -37,6 +37,7 @@ from dagster_lakehouse.lakehouse.filters import filter_string, prepare_filter
 from dagster_lakehouse.lakehouse.history import MERGE_SOURCE, SOURCE_SNAPSHOT, TableOp, op_props, pending_ops
 from dagster_lakehouse.lakehouse.merge import State, plan_merge
 from dagster_lakehouse.lakehouse.merge_rules import holds_matching_rows, merge_conflict
+from dagster_lakehouse.lakehouse.progress import Progress
 from dagster_lakehouse.lakehouse.storage import is_transient
 from dagster_lakehouse.lakehouse.writes import append_files, delete_rows
 
@@ -77,7 +78,8 @@ class MergePlan:
 
 
 class MergeCommit(CatalogCommit):
-    """Merge `source` into branch `target`; `on_conflict` may take one side's version of conflicting tables."""
+    """Merge `source` into branch `target`; `on_conflict` may take one side's version of conflicting tables, and
+    `progress` hears of each table planned ("merging tables", done, total; again from 0 if planning starts over)."""
 
     kind = "merge"
 
@@ -90,6 +92,7 @@ class MergeCommit(CatalogCommit):
         message: str | None,
         run_id: str | None,
         on_conflict: OnConflict,
+        progress: Progress | None = None,
     ):
         super().__init__(lakehouse.engine, target, timeout=lakehouse.commit_timeout, what=f"merge of '{source}' into '{target}'")
         self.lakehouse = lakehouse
@@ -97,6 +100,7 @@ class MergeCommit(CatalogCommit):
         self.message = message or f"merge '{source}' into '{target}'"
         self.run_id = run_id
         self.on_conflict = on_conflict
+        self.progress = progress
         self.plan: MergePlan | None = None
 
     def _resolution(self, table: str) -> Resolution:
@@ -126,9 +130,11 @@ class MergeCommit(CatalogCommit):
             )
         plan = MergePlan(source_state, target_state, base)
         conflicts: list[TableConflict] = []
+        tick = self._counter(len(pointer_plan.changes) + len(pointer_plan.both_changed))
         for table, location in pointer_plan.changes.items():
             plan.pointers.append(self._switch(table, target_state.get(table), location, recorded))
-        for table, outcome in self._merge_tables(pointer_plan.both_changed, base, source_state, target_state):
+            tick()
+        for table, outcome in self._merge_tables(pointer_plan.both_changed, base, source_state, target_state, tick):
             if isinstance(outcome, TableConflict):
                 resolution = self._resolution(table)
                 if resolution == "fail":
@@ -149,18 +155,41 @@ class MergeCommit(CatalogCommit):
         self.plan = plan
         return plan.pointers
 
+    def _counter(self, total: int) -> Callable[[], None]:
+        """A function to call once per table planned, reporting to `progress` (from the planning thread only)."""
+        done = 0
+        if self.progress is not None:
+            self.progress("merging tables", 0, total)
+
+        def tick() -> None:
+            nonlocal done
+            done += 1
+            if self.progress is not None:
+                self.progress("merging tables", done, total)
+
+        return tick
+
     def _merge_tables(
-        self, tables: list[str], base: State, source: State, target: State
+        self, tables: list[str], base: State, source: State, target: State, tick: Callable[[], None]
     ) -> list[tuple[str, Pointer | TableConflict | None]]:
-        """`_merge_table` for every table both sides changed, several at once: on S3 each is a dozen round trips."""
+        """`_merge_table` for every table both sides changed, several at once: on S3 each is a dozen round trips.
+        `tick` is called as each one is done, in this thread."""
 
         def merge_one(table: str) -> Pointer | TableConflict | None:
             return self._merge_table(table, base.get(table), source.get(table), target.get(table))
 
+        outcomes: dict[str, Pointer | TableConflict | None] = {}
         if len(tables) < 2:
-            return [(table, merge_one(table)) for table in tables]
-        with ThreadPoolExecutor(max_workers=min(_PARALLEL_TABLES, len(tables))) as pool:
-            return list(zip(tables, pool.map(merge_one, tables), strict=True))
+            for table in tables:
+                outcomes[table] = merge_one(table)
+                tick()
+        else:
+            with ThreadPoolExecutor(max_workers=min(_PARALLEL_TABLES, len(tables))) as pool:
+                futures = {pool.submit(merge_one, table): table for table in tables}
+                for future in as_completed(futures):
+                    outcomes[futures[future]] = future.result()
+                    tick()
+        return [(table, outcomes[table]) for table in tables]
 
     def _recorded_snapshots(self, conn: Connection, source_state: State, tables: set[str]) -> dict[str, int]:
         """Snapshot ids the source's log recorded for the current metadata of `tables` (those it has a record of).

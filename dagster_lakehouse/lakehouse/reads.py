@@ -1,4 +1,9 @@
-"""Reads of a `Lakehouse` table: PyArrow, Polars eager and lazy, with column and filter pushdown."""
+"""Reads of a `Lakehouse` table: PyArrow, Polars eager and lazy, with column and filter pushdown.
+
+Every read asks the catalog which metadata file is current (never stale), loads the table once, plans the files
+its filter can match from cached manifests (`read_plan`), and reads them with Polars' native Parquet reader: a
+`LazyFrame` streams those files, a `DataFrame` collects it, a PyArrow table converts the collected frame.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,17 @@ from typing import TYPE_CHECKING, TypeVar
 
 import polars as pl
 import pyarrow as pa
-from pyiceberg.expressions import AlwaysTrue, BooleanExpression
+from pyiceberg.expressions import AlwaysTrue
+from pyiceberg.io.pyarrow import schema_to_pyarrow
+from pyiceberg.schema import Schema
 from pyiceberg.table import Table
+from pyiceberg.table.snapshots import Snapshot
 
 from dagster_lakehouse.lakehouse.config import LakehouseConfig
-from dagster_lakehouse.lakehouse.errors import ColumnNotFound
+from dagster_lakehouse.lakehouse.errors import ColumnNotFound, LakehouseError
 from dagster_lakehouse.lakehouse.filters import FilterLike, prepare_filter, to_polars
 from dagster_lakehouse.lakehouse.names import MAIN
+from dagster_lakehouse.lakehouse.read_plan import lazy_scan, plan_read
 from dagster_lakehouse.lakehouse.storage import retrying
 
 T = TypeVar("T")
@@ -32,26 +41,6 @@ class TableReads:
         """`fn()`, retrying transient object-store errors up to the configured bound, then `StorageUnavailable`."""
         return retrying(what, fn, self.config.storage_retry_seconds, self.config.warehouse)
 
-    def _scan_args(
-        self, name: str, ref: str, columns: Sequence[str] | None, filter: FilterLike
-    ) -> tuple[Table, tuple[str, ...], BooleanExpression, BooleanExpression]:
-        table = self.table(name, ref)
-        schema = table.schema()
-        context = f"table '{name}' on '{ref}': "
-        selected: tuple[str, ...] = ("*",)
-        if columns is not None:
-            if isinstance(columns, str):
-                columns = [columns]
-            known = [f.name for f in schema.fields]
-            missing = [c for c in columns if c not in known]
-            if missing:
-                raise ColumnNotFound(
-                    f"{context}no column {', '.join(map(repr, missing))}; columns are: {', '.join(known)}"
-                )
-            selected = tuple(dict.fromkeys(columns))  # a column asked for twice is read once, as the CLI does
-        unbound, bound = prepare_filter(schema, filter, context=context)
-        return table, selected, unbound, bound
-
     def read_arrow(
         self,
         name: str,
@@ -63,14 +52,13 @@ class TableReads:
     ) -> pa.Table:
         """Read table `name` on `ref` as PyArrow, reading only `columns` and the files/row groups `filter` can match.
 
-        A transient object-store failure re-runs the whole read, up to `storage_retry_seconds`.
+        Columns come in table order, typed as PyIceberg types them. A transient object-store failure re-runs the
+        whole read, up to `storage_retry_seconds`.
         """
-
-        def read() -> pa.Table:
-            table, selected, row_filter, _ = self._scan_args(name, ref, columns, filter)
-            return table.scan(row_filter=row_filter, selected_fields=selected, snapshot_id=snapshot_id).to_arrow()
-
-        return self._retrying(f"table '{name}' on '{ref}'", read)
+        return self._retrying(
+            f"table '{name}' on '{ref}'",
+            lambda: _to_arrow(*self._scan_table(self.table(name, ref), name, ref, columns, filter, snapshot_id)),
+        )
 
     def read(
         self,
@@ -81,10 +69,11 @@ class TableReads:
         filter: FilterLike = None,
         snapshot_id: int | None = None,
     ) -> pl.DataFrame:
-        """Read table `name` on `ref` as a Polars DataFrame, with column and filter pushdown."""
-        result = pl.from_arrow(self.read_arrow(name, ref=ref, columns=columns, filter=filter, snapshot_id=snapshot_id))
-        assert isinstance(result, pl.DataFrame)
-        return result
+        """Read table `name` on `ref` as a Polars DataFrame (columns in table order), with column and filter pushdown."""
+        return self._retrying(
+            f"table '{name}' on '{ref}'",
+            lambda: self._scan_table(self.table(name, ref), name, ref, columns, filter, snapshot_id)[0].collect(),
+        )
 
     def scan(
         self,
@@ -95,21 +84,67 @@ class TableReads:
         filter: FilterLike = None,
         snapshot_id: int | None = None,
     ) -> pl.LazyFrame:
-        """A Polars LazyFrame over table `name` on `ref`; Polars pushes projection and filter into the scan.
+        """A Polars LazyFrame over the files of table `name` on `ref` that `filter` can match (columns in the order
+        asked for); Polars pushes the projection and the filter into its Parquet scan, and streams it.
 
-        Loading the table is retried on transient object-store errors; the files are read when the frame is collected.
+        Loading the table and planning are retried on transient object-store errors; the files are read when the
+        frame is collected.
         """
-        table, selected, _, row_filter = self._retrying(
-            f"table '{name}' on '{ref}'", lambda: self._scan_args(name, ref, columns, filter)
+        return self._retrying(
+            f"table '{name}' on '{ref}'",
+            lambda: self._scan_table(self.table(name, ref), name, ref, columns, filter, snapshot_id, ordered=False)[0],
         )
-        if snapshot_id is None and table.current_snapshot() is None:
-            return pl.from_arrow(table.scan(selected_fields=selected).to_arrow()).lazy()  # type: ignore[union-attr]
-        lazy = pl.scan_iceberg(table, snapshot_id=snapshot_id, storage_options=self._polars_storage_options())
-        if not isinstance(row_filter, AlwaysTrue):
-            lazy = lazy.filter(to_polars(row_filter, table.schema()))
-        if selected != ("*",):
-            lazy = lazy.select(list(selected))
-        return lazy
+
+    def read_table(
+        self,
+        table: Table,
+        name: str,
+        ref: str,
+        *,
+        kind: type = pl.DataFrame,
+        columns: Sequence[str] | None = None,
+        filter: FilterLike = None,
+    ) -> pl.DataFrame | pl.LazyFrame | pa.Table:
+        """Read `table`, already loaded by `table(name, ref)`, as `kind` (`pl.DataFrame`, `pl.LazyFrame` or `pa.Table`):
+        what `read`, `scan` and `read_arrow` return, without loading the table again.
+
+        For callers that needed the table first (the IO manager builds a partition filter from its schema).
+        """
+        lazy = kind is pl.LazyFrame
+
+        def read() -> pl.DataFrame | pl.LazyFrame | pa.Table:
+            frame, schema = self._scan_table(table, name, ref, columns, filter, None, ordered=not lazy)
+            if lazy:
+                return frame
+            return _to_arrow(frame, schema) if kind is pa.Table else frame.collect()
+
+        return self._retrying(f"table '{name}' on '{ref}'", read)
+
+    def _scan_table(
+        self,
+        table: Table,
+        name: str,
+        ref: str,
+        columns: Sequence[str] | None,
+        filter: FilterLike,
+        snapshot_id: int | None,
+        *,
+        ordered: bool = True,
+    ) -> tuple[pl.LazyFrame, Schema]:
+        """The lazy read of `table` (table `name` on `ref`) with the filter and projection pushed into the scan of the
+        planned files, and the Iceberg schema of what it returns (columns in table order if `ordered`)."""
+        context = f"table '{name}' on '{ref}': "
+        snapshot = _snapshot(table, snapshot_id, name, ref)
+        schema = _scanned_schema(table, snapshot)
+        selected = _selected(schema, columns, context, ordered)
+        unbound, bound = prepare_filter(schema, filter, context=context)
+        plan = plan_read(table, snapshot, schema, unbound)
+        lazy = lazy_scan(plan, self._polars_storage_options())
+        if not isinstance(bound, AlwaysTrue):
+            lazy = lazy.filter(to_polars(bound, schema))
+        if selected is None:
+            return lazy, schema
+        return lazy.select(selected), schema.select(*selected)
 
     def _polars_storage_options(self) -> dict[str, str] | None:
         """The S3 settings of this lakehouse in Polars' terms, so `AWS_*` variables cannot redirect a scan."""
@@ -126,3 +161,41 @@ class TableReads:
             pairs["aws_allow_http"] = "true"
         options = {key: value for key, value in pairs.items() if value}
         return options or None
+
+
+def _to_arrow(lazy: pl.LazyFrame, schema: Schema) -> pa.Table:
+    """Collect `lazy` and type it as PyIceberg's Arrow reader does for `schema` (uuid, fixed, time in us, ...)."""
+    return lazy.collect().to_arrow().cast(schema_to_pyarrow(schema, include_field_ids=False))
+
+
+def _snapshot(table: Table, snapshot_id: int | None, name: str, ref: str) -> Snapshot | None:
+    """The snapshot a read sees: `snapshot_id`'s, else the current one (None for a table without data)."""
+    if snapshot_id is None:
+        return table.current_snapshot()
+    snapshot = table.snapshot_by_id(snapshot_id)
+    if snapshot is None:
+        known = ", ".join(str(s.snapshot_id) for s in table.snapshots()[-5:]) or "none"
+        raise LakehouseError(f"table '{name}' on '{ref}' has no snapshot {snapshot_id} (latest: {known})")
+    return snapshot
+
+
+def _scanned_schema(table: Table, snapshot: Snapshot | None) -> Schema:
+    """The schema of the data a read returns: a past snapshot's own, else the table's current schema."""
+    if snapshot is not None and snapshot.schema_id is not None and snapshot.snapshot_id != table.metadata.current_snapshot_id:
+        return table.schemas().get(snapshot.schema_id, table.schema())
+    return table.schema()
+
+
+def _selected(schema: Schema, columns: Sequence[str] | None, context: str, ordered: bool) -> list[str] | None:
+    """The columns to return (a column asked for twice is read once, as the CLI does), or None for all."""
+    if columns is None:
+        return None
+    if isinstance(columns, str):
+        columns = [columns]
+    known = [f.name for f in schema.fields]
+    missing = [c for c in columns if c not in known]
+    if missing:
+        raise ColumnNotFound(f"{context}no column {', '.join(map(repr, missing))}; columns are: {', '.join(known)}")
+    wanted = list(dict.fromkeys(columns))
+    return [c for c in known if c in wanted] if ordered else wanted
+

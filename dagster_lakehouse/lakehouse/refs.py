@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -18,11 +19,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
     insert,
     inspect,
     select,
     text,
 )
+from sqlalchemy.exc import OperationalError
 
 metadata = MetaData()
 
@@ -159,6 +162,40 @@ def lock_ref(conn: Connection, name: str) -> bool:
     """Take the row lock of ref `name` until `conn` commits (PostgreSQL; SQLite serialises writers anyway), so the
     commits of one ref take effect in the order of their log sequence numbers. False if there is no such ref."""
     return conn.execute(select(refs_table.c.name).where(refs_table.c.name == name).with_for_update()).first() is not None
+
+
+LOCK_NOT_AVAILABLE = "55P03"
+"""PostgreSQL's SQLSTATE for a lock wait that ran past `lock_timeout`."""
+
+
+def commit_turn_key(name: str) -> int:
+    """The PostgreSQL advisory-lock key of ref `name`'s commit turn: a stable signed 64-bit hash of the name."""
+    digest = hashlib.blake2b(f"lakehouse commit turn:{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def wait_commit_turn(conn: Connection, name: str, seconds: float) -> bool:
+    """Wait up to `seconds` for ref `name`'s commit turn, a PostgreSQL session advisory lock held until
+    `end_commit_turn` (or the session ends); the wait's transaction is committed, so the session is not left idle
+    in one. False if the wait timed out, or on a database without advisory locks (SQLite serialises writers)."""
+    if conn.dialect.name != "postgresql":
+        return False
+    try:
+        conn.execute(select(func.set_config("lock_timeout", f"{max(1, round(seconds * 1000))}ms", True)))
+        conn.execute(select(func.pg_advisory_lock(commit_turn_key(name))))
+    except OperationalError as exc:
+        conn.rollback()
+        if getattr(exc.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+            return False
+        raise
+    conn.commit()
+    return True
+
+
+def end_commit_turn(conn: Connection, name: str) -> None:
+    """Give up ref `name`'s commit turn taken on `conn` by `wait_commit_turn`."""
+    conn.execute(select(func.pg_advisory_unlock(commit_turn_key(name))))
+    conn.commit()
 
 
 def get_ref(conn: Connection, name: str) -> Ref | None:

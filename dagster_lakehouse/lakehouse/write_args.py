@@ -11,19 +11,19 @@ from dagster_lakehouse.lakehouse.errors import ColumnNotFound, InvalidWrite
 __all__ = ["check_text", "partition_columns", "check_snapshot_properties"]
 
 
-def partition_columns(arrow: pa.Table, partition_by: Sequence[str] | None, context: str) -> list[str] | None:
-    """`partition_by` as a list, each a distinct top-level column of the data with a primitive type."""
+def partition_columns(schema: pa.Schema, partition_by: Sequence[str] | None, context: str) -> list[str] | None:
+    """`partition_by` as a list, each a distinct top-level column of the data (of `schema`) with a primitive type."""
     if partition_by is None:
         return None
     columns = [partition_by] if isinstance(partition_by, str) else list(partition_by)
     for column in columns:
-        if not isinstance(column, str) or column not in arrow.schema.names:
+        if not isinstance(column, str) or column not in schema.names:
             raise ColumnNotFound(
                 f"{context}partition_by names {column!r}, which is not a column of the data; "
-                f"columns are: {', '.join(arrow.schema.names)}"
+                f"columns are: {', '.join(schema.names)}"
             )
-        if pa.types.is_nested(arrow.schema.field(column).type):
-            raise InvalidWrite(f"{context}cannot partition by column {column!r}: it is {arrow.schema.field(column).type}")
+        if pa.types.is_nested(schema.field(column).type):
+            raise InvalidWrite(f"{context}cannot partition by column {column!r}: it is {schema.field(column).type}")
     if len(set(columns)) != len(columns):
         raise InvalidWrite(f"{context}partition_by names a column twice: {columns}")
     return columns

@@ -1,0 +1,218 @@
+"""A commit that loses a race prepares again on fresh metadata and reuses the Parquet files it already wrote; on
+PostgreSQL the losers of a ref take turns (`turns.CommitTurn`, an advisory lock) instead of preparing again at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import polars as pl
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from dagster_lakehouse.lakehouse import Lakehouse, commits, turns, writes
+from dagster_lakehouse.lakehouse import refs as refstore
+from dagster_lakehouse.lakehouse.gc import list_warehouse
+
+TABLE = "r.events"
+
+
+def frame(writer: int, day: str = "2024-01-01", n: int = 3) -> pl.DataFrame:
+    return pl.DataFrame({"day": [day] * n, "writer": [writer] * n, "i": list(range(n))})
+
+
+def parquet_files(lh: Lakehouse) -> set[str]:
+    """Every Parquet file under the table's data folder."""
+    return {uri for uri, _ in list_warehouse(lh.config.properties, lh.config.warehouse) if "/r/events/data/" in uri and uri.endswith(".parquet")}
+
+
+def files_of(lh: Lakehouse, writer: int) -> set[str]:
+    """The data files of the branch's table holding `writer`'s rows."""
+    return {t.file.file_path for t in lh.table(TABLE, "dev").scan(row_filter=f"writer = {writer}").plan_files()}
+
+
+def at_staged(monkeypatch: pytest.MonkeyPatch, hooks: dict[int, Callable[[], Any]]) -> list[int]:
+    """Run `hooks[n]` when the next commit has staged its metadata for the n-th time, before it swaps the pointer."""
+    original, seen = commits.checkpoint, []
+
+    def hooked(step: str) -> None:
+        if step == "staged":
+            seen.append(len(seen) + 1)
+            if seen[-1] in hooks:
+                hooks[seen[-1]]()
+        original(step)
+
+    monkeypatch.setattr(commits, "checkpoint", hooked)
+    return seen
+
+
+def count_parquet_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The writer ids of every frame handed to PyIceberg's Parquet writer from now on."""
+    original, written = writes._dataframe_to_data_files, []
+
+    def counting(**kwargs: Any) -> Any:
+        written.extend(set(kwargs["df"].column("writer").to_pylist()))
+        return original(**kwargs)
+
+    monkeypatch.setattr(writes, "_dataframe_to_data_files", counting)
+    return written
+
+
+def advisory_locks(lh: Lakehouse) -> int:
+    """Advisory locks granted in the catalog database now (commit turns held)."""
+    with lh.engine.connect() as conn:
+        return conn.execute(
+            text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+        ).scalar_one()
+
+
+def test_a_retried_append_writes_its_data_files_once_and_commits_them(lakehouse: Lakehouse, monkeypatch) -> None:
+    lh = lakehouse
+    lh.create_branch("dev")
+    lh.write(TABLE, frame(0), branch="dev", mode="append")
+    written = count_parquet_writes(monkeypatch)
+    first_attempt: set[str] = set()
+
+    def other_writer_wins() -> None:
+        first_attempt.update(parquet_files(lh))
+        lh.write(TABLE, frame(2), branch="dev", mode="append")
+
+    seen = at_staged(monkeypatch, {1: other_writer_wins})
+    result = lh.write(TABLE, frame(1), branch="dev", mode="append")
+    monkeypatch.undo()
+
+    assert seen == [1, 2, 3]  # ours, the winner's, ours again
+    assert result.attempts == 2
+    assert sorted(written) == [1, 2]  # one Parquet write of ours, one of the winner's: none on the retry
+    ours = files_of(lh, 1)
+    assert len(ours) == 1 and ours <= first_attempt  # the committed snapshot holds the file of the first attempt
+    assert len(parquet_files(lh)) == 3  # seed, winner, ours: the lost attempt left no second copy
+    rows = lh.read(TABLE, ref="dev")
+    assert sorted(rows["writer"].to_list()) == [0] * 3 + [1] * 3 + [2] * 3
+    log = [c for c in lh.log("dev") if c.kind == "write"]
+    assert len(log) == 3
+    assert log[0].id == result.commit_id and log[0].snapshots == {TABLE: result.snapshot_id}
+    assert lh.table(TABLE, "dev").current_snapshot().parent_snapshot_id == log[1].snapshots[TABLE]
+
+
+def test_a_retried_partition_replace_reuses_its_files_when_the_winner_replaced_another_day(lakehouse: Lakehouse, monkeypatch) -> None:
+    lh = lakehouse
+    lh.create_branch("dev")
+    for day in ("2024-01-01", "2024-01-02"):
+        lh.write(TABLE, frame(0, day), branch="dev", mode="append")
+    written = count_parquet_writes(monkeypatch)
+    first_attempt: set[str] = set()
+
+    def other_day_replaced() -> None:
+        first_attempt.update(parquet_files(lh))
+        lh.write(TABLE, frame(2, "2024-01-02"), branch="dev", where="day = '2024-01-02'")
+
+    at_staged(monkeypatch, {1: other_day_replaced})
+    result = lh.write(TABLE, frame(1, "2024-01-01"), branch="dev", where="day = '2024-01-01'")
+    monkeypatch.undo()
+
+    assert result.attempts == 2
+    assert written.count(1) == 1
+    assert files_of(lh, 1) <= first_attempt
+    rows = lh.read(TABLE, ref="dev")
+    assert sorted(zip(rows["day"], rows["writer"], strict=True)) == [("2024-01-01", 1)] * 3 + [("2024-01-02", 2)] * 3
+
+
+def test_after_a_lost_race_the_retry_prepares_holding_the_refs_turn(pg_s3_backend) -> None:
+    b = pg_s3_backend
+    with Lakehouse(b.catalog_uri, b.warehouse, b.properties) as lh, pytest.MonkeyPatch.context() as monkeypatch:
+        lh.create_branch("dev")
+        lh.write(TABLE, frame(0), branch="dev", mode="append")
+        held: list[int] = []
+        at_staged(
+            monkeypatch,
+            {
+                1: lambda: (held.append(advisory_locks(lh)), lh.write(TABLE, frame(2), branch="dev", mode="append")),
+                3: lambda: held.append(advisory_locks(lh)),
+            },
+        )
+        result = lh.write(TABLE, frame(1), branch="dev", mode="append")
+        monkeypatch.undo()
+        assert result.attempts == 2
+        assert held == [0, 1]  # the first attempt took no turn; the retry prepared in turn
+        assert advisory_locks(lh) == 0  # and gave it back when it committed
+        assert sorted(lh.read(TABLE, ref="dev")["writer"].to_list()) == [0] * 3 + [1] * 3 + [2] * 3
+
+
+def test_a_turn_held_elsewhere_past_the_wait_bound_does_not_stall_the_commit(pg_s3_backend, postgres_server) -> None:
+    b = pg_s3_backend
+    with Lakehouse(b.catalog_uri, b.warehouse, b.properties) as lh, pytest.MonkeyPatch.context() as monkeypatch:
+        lh.create_branch("dev")
+        lh.write(TABLE, frame(0), branch="dev", mode="append")
+        monkeypatch.setattr(turns, "TURN_WAIT", 0.5)
+        with postgres_server.connect(make_url(b.catalog_uri).database, autocommit=True) as stuck:
+            stuck.execute("SELECT pg_advisory_lock(%s)", (refstore.commit_turn_key("dev"),))
+            at_staged(monkeypatch, {1: lambda: lh.write(TABLE, frame(2), branch="dev", mode="append")})
+            result = lh.write(TABLE, frame(1), branch="dev", mode="append")
+            monkeypatch.undo()
+            assert result.attempts == 2  # it waited for the turn, gave up on it, and committed without it
+            assert advisory_locks(lh) == 1  # only the stuck session's
+        assert sorted(lh.read(TABLE, ref="dev")["writer"].to_list()) == [0] * 3 + [1] * 3 + [2] * 3
+
+
+def test_a_prepare_taking_its_turn_after_writing_its_files_restarts_in_turn_when_the_table_moved(
+    pg_s3_backend, postgres_server, monkeypatch
+) -> None:
+    """`CatalogCommit.take_turn` called once a write's Parquet files exist: it waits for the turn, finds that another
+    commit moved the table meanwhile, and prepares again in turn, reusing the files."""
+    b = pg_s3_backend
+    lh = Lakehouse(b.catalog_uri, b.warehouse, b.properties)
+    other = Lakehouse(b.catalog_uri, b.warehouse, b.properties)
+    try:
+        lh.create_branch("dev")
+        lh.write(TABLE, frame(0), branch="dev", mode="append")
+        written = count_parquet_writes(monkeypatch)
+        original = writes.WriteCommit._data_files
+
+        def then_take_turn(self: writes.WriteCommit, tx: Any, schema: Any) -> Any:
+            files = original(self, tx, schema)
+            if self.data.table.column("writer")[0].as_py() == 1:
+                self.take_turn({self.name: tx._table.metadata_location})
+            return files
+
+        monkeypatch.setattr(writes.WriteCommit, "_data_files", then_take_turn)
+        database = make_url(b.catalog_uri).database
+        with postgres_server.connect(database, autocommit=True) as holder:
+            holder.execute("SELECT pg_advisory_lock(%s)", (refstore.commit_turn_key("dev"),))
+            results: list[Any] = []
+            writer = threading.Thread(target=lambda: results.append(lh.write(TABLE, frame(1), branch="dev", mode="append")))
+            writer.start()
+            for _ in range(600):  # until our write waits for the turn
+                waiting = holder.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                ).fetchone()
+                if waiting and waiting[0]:
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.fail("the write never waited for its turn")
+            other.write(TABLE, frame(2), branch="dev", mode="append")  # moves the table while ours waits
+            holder.execute("SELECT pg_advisory_unlock(%s)", (refstore.commit_turn_key("dev"),))
+            writer.join()
+        (result,) = results
+        assert result.attempts == 2
+        assert written.count(1) == 1
+        assert sorted(lh.read(TABLE, ref="dev")["writer"].to_list()) == [0] * 3 + [1] * 3 + [2] * 3
+        assert advisory_locks(lh) == 0
+    finally:
+        lh.close()
+        other.close()
+
+
+def test_without_turns_a_lost_race_sleeps_a_short_bounded_backoff() -> None:
+    sleeps = [turns.backoff(attempt) for attempt in range(1, 40) for _ in range(20)]
+    assert all(0.0 <= s <= turns.BACKOFF_CAP for s in sleeps)
+    assert max(sleeps) > turns.BACKOFF_CAP / 4  # it grows with the attempts up to the cap
+    assert all(turns.backoff(1) <= 0.02 for _ in range(50))
