@@ -142,8 +142,8 @@ def test_keyboard_interrupt(seeded: Cli, monkeypatch: pytest.MonkeyPatch) -> Non
         """Stand-in for a user pressing Ctrl-C mid-command."""
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Lakehouse, "branches", interrupted)
-    assert seeded("branch", "list") == 130
+    monkeypatch.setattr(Lakehouse, "tags", interrupted)
+    assert seeded("tag", "list") == 130
     assert seeded.err.strip() == "error: interrupted"
 
 

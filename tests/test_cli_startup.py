@@ -127,3 +127,26 @@ def test_lazy_names_resolve_and_are_listed() -> None:
 
     assert (Input, model) == (SpecInput, spec_model)
     assert LakehouseIOManager.__module__.startswith("dagster_lakehouse.dagster")
+
+
+def test_branch_list_reads_the_catalog_database_alone(root: str) -> None:
+    """`branch list` needs only SQLAlchemy: no PyIceberg, Polars or PyArrow, so it answers in a fraction of a second."""
+    code, loaded, out = run_cli("--path", root, "branch", "list", "--json")
+    assert code == 0
+    rows = json.loads(out)
+    assert [(r["name"], r["parent"], r["tables"]) for r in rows] == [("main", None, 1), ("dev", "main", 1)]
+    assert loaded == ["sqlalchemy"]
+
+
+def test_branch_list_of_a_catalog_without_refs_goes_through_the_lakehouse(root: str) -> None:
+    """A SQL catalog that no lakehouse opened yet (made by PyIceberg or another engine) has no refs table: the full
+    lakehouse sets it up (branch `main`), then lists."""
+    import sqlite3
+
+    with sqlite3.connect(Path(root) / "catalog.db") as db:
+        db.execute("DROP TABLE lakehouse_refs")
+    code, loaded, out = run_cli("--path", root, "branch", "list", "--json")
+    assert code == 0 and [r["name"] for r in json.loads(out)] == ["main"]
+    assert "pyiceberg" in loaded  # it took the full path
+    code, loaded, out = run_cli("--path", root, "branch", "list")
+    assert code == 0 and loaded == ["sqlalchemy"]  # set up: the fast path again

@@ -124,25 +124,19 @@ def test_a_retried_partition_replace_reuses_its_files_when_the_winner_replaced_a
     assert sorted(zip(rows["day"], rows["writer"], strict=True)) == [("2024-01-01", 1)] * 3 + [("2024-01-02", 2)] * 3
 
 
-def test_after_a_lost_race_the_retry_prepares_holding_the_refs_turn(pg_s3_backend) -> None:
+def test_a_write_stages_its_snapshot_holding_the_refs_turn_and_gives_it_back(pg_s3_backend) -> None:
     b = pg_s3_backend
     with Lakehouse(b.catalog_uri, b.warehouse, b.properties) as lh, pytest.MonkeyPatch.context() as monkeypatch:
         lh.create_branch("dev")
         lh.write(TABLE, frame(0), branch="dev", mode="append")
         held: list[int] = []
-        at_staged(
-            monkeypatch,
-            {
-                1: lambda: (held.append(advisory_locks(lh)), lh.write(TABLE, frame(2), branch="dev", mode="append")),
-                3: lambda: held.append(advisory_locks(lh)),
-            },
-        )
+        at_staged(monkeypatch, {1: lambda: held.append(advisory_locks(lh))})
         result = lh.write(TABLE, frame(1), branch="dev", mode="append")
         monkeypatch.undo()
-        assert result.attempts == 2
-        assert held == [0, 1]  # the first attempt took no turn; the retry prepared in turn
-        assert advisory_locks(lh) == 0  # and gave it back when it committed
-        assert sorted(lh.read(TABLE, ref="dev")["writer"].to_list()) == [0] * 3 + [1] * 3 + [2] * 3
+        assert result.attempts == 1
+        assert held == [1]  # its files written, it built and staged the snapshot in turn
+        assert advisory_locks(lh) == 0  # and gave the turn back when it committed
+        assert sorted(lh.read(TABLE, ref="dev")["writer"].to_list()) == [0] * 3 + [1] * 3
 
 
 def test_a_turn_held_elsewhere_past_the_wait_bound_does_not_stall_the_commit(pg_s3_backend, postgres_server) -> None:
@@ -164,8 +158,8 @@ def test_a_turn_held_elsewhere_past_the_wait_bound_does_not_stall_the_commit(pg_
 def test_a_prepare_taking_its_turn_after_writing_its_files_restarts_in_turn_when_the_table_moved(
     pg_s3_backend, postgres_server, monkeypatch
 ) -> None:
-    """`CatalogCommit.take_turn` called once a write's Parquet files exist: it waits for the turn, finds that another
-    commit moved the table meanwhile, and prepares again in turn, reusing the files."""
+    """A write takes the ref's turn once its Parquet files exist: it waits for it, finds that a commit that took no
+    turn (another engine, an older version) moved the table meanwhile, and prepares again in turn, reusing its files."""
     b = pg_s3_backend
     lh = Lakehouse(b.catalog_uri, b.warehouse, b.properties)
     other = Lakehouse(b.catalog_uri, b.warehouse, b.properties)
@@ -173,15 +167,8 @@ def test_a_prepare_taking_its_turn_after_writing_its_files_restarts_in_turn_when
         lh.create_branch("dev")
         lh.write(TABLE, frame(0), branch="dev", mode="append")
         written = count_parquet_writes(monkeypatch)
-        original = writes.WriteCommit._data_files
-
-        def then_take_turn(self: writes.WriteCommit, tx: Any, schema: Any) -> Any:
-            files = original(self, tx, schema)
-            if self.data.table.column("writer")[0].as_py() == 1:
-                self.take_turn({self.name: tx._table.metadata_location})
-            return files
-
-        monkeypatch.setattr(writes.WriteCommit, "_data_files", then_take_turn)
+        take = turns.CommitTurn.take
+        monkeypatch.setattr(turns.CommitTurn, "take", lambda self, deadline: self.engine is not other.engine and take(self, deadline))
         database = make_url(b.catalog_uri).database
         with postgres_server.connect(database, autocommit=True) as holder:
             holder.execute("SELECT pg_advisory_lock(%s)", (refstore.commit_turn_key("dev"),))

@@ -148,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the parsed command; translate errors into messages and exit codes."""
     lakehouse = None
     try:
+        if getattr(args, "catalog_only", False):  # reads refs only: the catalog database, no lakehouse
+            return int(args.handler(args))
         lakehouse = open_lakehouse(args)
         return int(args.handler(lakehouse, args))
     except MergeConflict as exc:

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from dagster_lakehouse.lakehouse.config import DEFAULT_PATH
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     import polars as pl
 
     from dagster_lakehouse.lakehouse.core import Lakehouse
@@ -79,22 +81,39 @@ def local_root(args: argparse.Namespace) -> Path | None:
     return Path(args.path or os.environ.get("LAKEHOUSE_PATH") or DEFAULT_PATH).expanduser()
 
 
-def open_lakehouse(args: argparse.Namespace) -> Lakehouse:
-    """Connect to the lakehouse named by `--catalog-uri/--warehouse/--path`, the environment, or `.lakehouse`.
-
-    Only commands that write (`branch create`, `import`, ...) may create a new local lakehouse; the others
-    fail on a folder without one, so a typo in `--path` does not silently make an empty lakehouse.
-    """
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from dagster_lakehouse.lakehouse.core import Lakehouse
-
+def _check_exists(args: argparse.Namespace) -> Path | None:
+    """The local lakehouse folder the arguments name (None for a catalog URI); refused if it holds no lakehouse and
+    the command does not create one, so a typo in `--path` does not silently make an empty lakehouse."""
     root = local_root(args)
     if root is not None and not args.creates and not (root / "catalog.db").exists():
         raise CliError(
             f"no lakehouse at '{root.resolve()}' (no catalog.db there): pass --path, set LAKEHOUSE_PATH, "
             "or create one with 'lakehouse branch create NAME'"
         )
+    return root
+
+
+def open_catalog_database(args: argparse.Namespace) -> Engine:
+    """The catalog database of the lakehouse `open_lakehouse` would open, alone: SQLAlchemy without PyIceberg,
+    Polars or PyArrow, for commands that only read refs (`branch list`) and should answer at once."""
+    from dagster_lakehouse.lakehouse.config import LakehouseConfig
+    from dagster_lakehouse.lakehouse.engine import make_engine
+
+    _check_exists(args)
+    return make_engine(LakehouseConfig.resolve(args.catalog_uri, args.warehouse, None, args.path).catalog_uri)
+
+
+def open_lakehouse(args: argparse.Namespace) -> Lakehouse:
+    """Connect to the lakehouse named by `--catalog-uri/--warehouse/--path`, the environment, or `.lakehouse`.
+
+    Only commands that write (`branch create`, `import`, ...) may create a new local lakehouse; the others
+    fail on a folder without one.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from dagster_lakehouse.lakehouse.core import Lakehouse
+
+    root = _check_exists(args)
     try:
         return Lakehouse(catalog_uri=args.catalog_uri, warehouse=args.warehouse, path=args.path)
     except SQLAlchemyError as exc:

@@ -6,12 +6,22 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from dagster_lakehouse.cli import history
-from dagster_lakehouse.cli._common import REF_HELP, local_time, note, print_json, print_rows
+from dagster_lakehouse.cli._common import (
+    REF_HELP,
+    local_time,
+    note,
+    open_catalog_database,
+    open_lakehouse,
+    print_json,
+    print_rows,
+)
 from dagster_lakehouse.cli.progress import progress
 from dagster_lakehouse.lakehouse.errors import MergeConflict
 from dagster_lakehouse.lakehouse.names import MAIN
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from dagster_lakehouse.lakehouse.core import Lakehouse
 
 
@@ -29,7 +39,7 @@ def add_parser(commands: Any, common: argparse.ArgumentParser) -> None:
 
     listing = sub.add_parser("list", parents=[common], help="list branches")
     listing.add_argument("--json", action="store_true", help="print JSON for scripts")
-    listing.set_defaults(handler=list_branches)
+    listing.set_defaults(handler=list_branches, catalog_only=True)
 
     remove = sub.add_parser("delete", parents=[common], help="delete a branch (its data files stay until gc)")
     remove.add_argument("name", metavar="NAME")
@@ -81,12 +91,19 @@ def create_branch(lh: Lakehouse, args: argparse.Namespace) -> int:
     return 0
 
 
-def list_branches(lh: Lakehouse, args: argparse.Namespace) -> int:
-    """`branch list [--json]`."""
-    rows = []
-    for name in sorted(lh.branches(), key=lambda n: (n != MAIN, n)):
-        ref = lh.ref(name)
-        rows.append({"name": name, "parent": ref.parent, "created_at": ref.created_at, "tables": len(lh.tables(name))})
+def list_branches(args: argparse.Namespace) -> int:
+    """`branch list [--json]`, from the catalog database alone (no PyIceberg: it answers at once); a catalog from
+    an earlier version, which the full lakehouse first upgrades, is listed through it."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    engine = open_catalog_database(args)
+    try:
+        rows = _branch_rows(engine)
+    except SQLAlchemyError:
+        with open_lakehouse(args) as lh:
+            rows = _branch_rows(lh.engine)
+    finally:
+        engine.dispose()
     if args.json:
         print_json(rows)
     else:
@@ -95,6 +112,18 @@ def list_branches(lh: Lakehouse, args: argparse.Namespace) -> int:
             [[r["name"], r["parent"], local_time(r["created_at"]), r["tables"]] for r in rows],
         )
     return 0
+
+
+def _branch_rows(engine: Engine) -> list[dict[str, Any]]:
+    """Name, parent, creation time and table count of every branch, `main` first."""
+    from dagster_lakehouse.lakehouse import refs as refstore
+
+    with engine.connect() as conn:
+        branches, counts = refstore.list_refs(conn, "branch"), refstore.table_counts(conn)
+    return [
+        {"name": ref.name, "parent": ref.parent, "created_at": ref.created_at, "tables": counts.get(ref.name, 0)}
+        for ref in sorted(branches, key=lambda r: (r.name != MAIN, r.name))
+    ]
 
 
 def delete_branch(lh: Lakehouse, args: argparse.Namespace) -> int:

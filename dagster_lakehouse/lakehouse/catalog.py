@@ -14,9 +14,10 @@ from pyiceberg.catalog.sql import IcebergNamespaceProperties, IcebergTables, Sql
 from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 from pyiceberg.io import FileIO, load_file_io
 from pyiceberg.table import Table
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, select
 
 from dagster_lakehouse.lakehouse import read_cache
+from dagster_lakehouse.lakehouse.engine import make_engine
 from dagster_lakehouse.lakehouse.errors import ReadOnlyError
 
 __all__ = [
@@ -32,22 +33,6 @@ __all__ = [
 ]
 
 
-def make_engine(catalog_uri: str) -> Engine:
-    """Create the SQLAlchemy engine shared by every ref's catalog (SQLite waits on locks instead of failing)."""
-    if catalog_uri.startswith("sqlite"):
-        engine = create_engine(catalog_uri, connect_args={"timeout": 60, "check_same_thread": False})
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=60000")
-            cursor.close()
-
-        return engine
-    return create_engine(catalog_uri, pool_pre_ping=True)
-
-
 def open_catalog_schema(catalog_uri: str, properties: dict[str, str]) -> str:
     """Create PyIceberg's catalog tables if absent and return the schema version PyIceberg detected."""
     bootstrap = SqlCatalog("main", **{**properties, "uri": catalog_uri, "init_catalog_tables": "true"})
@@ -58,7 +43,13 @@ def open_catalog_schema(catalog_uri: str, properties: dict[str, str]) -> str:
 
 
 class RefCatalog(SqlCatalog):
-    """A `SqlCatalog` for one ref that reuses the lakehouse's engine instead of opening its own."""
+    """A `SqlCatalog` for one ref that reuses the lakehouse's engine instead of opening its own.
+
+    Loading a table reads its pointer from the catalog every time (never stale) and parses the metadata file it names
+    once per process (`read_cache`: a metadata file is never rewritten), so a commit that lost a race reloads fast.
+    """
+
+    table_class: type[Table] = Table
 
     def __init__(self, name: str, engine: Engine, schema_version: str, **properties: str):
         MetastoreCatalog.__init__(self, name, **properties)
@@ -67,6 +58,32 @@ class RefCatalog(SqlCatalog):
 
     def close(self) -> None:
         """The engine belongs to the lakehouse; closing one ref's catalog must not dispose it."""
+
+    def load_table(self, identifier: Any) -> Table:
+        parts = Catalog.identifier_to_tuple(identifier)
+        namespace, table_name = Catalog.namespace_to_string(Catalog.namespace_from(parts)), Catalog.table_name_from(parts)
+        rows = IcebergTables.__table__
+        query = select(rows.c.metadata_location).where(
+            rows.c.catalog_name == self.name, rows.c.table_namespace == namespace, rows.c.table_name == table_name
+        )
+        if (type_filter := self._iceberg_type_filter()) is not None:
+            query = query.where(type_filter)
+        with self.engine.connect() as conn:
+            location = conn.execute(query).scalar()
+        if not location:
+            raise NoSuchTableError(f"Table does not exist: {namespace}.{table_name}")
+        return self.table_at(parts, location)
+
+    def table_at(self, identifier: tuple[str, ...], location: str) -> Table:
+        """The table (a `table_class`) whose metadata file is `location`."""
+        metadata = read_cache.table_metadata(shared_file_io(self.properties, location), location)
+        return self.table_class(
+            identifier=identifier,
+            metadata=metadata,
+            metadata_location=location,
+            io=shared_file_io({**self.properties, **metadata.properties}, location),
+            catalog=self,
+        )
 
 
 def _refuse(what: str, ref: str, action: str) -> NoReturn:
@@ -95,37 +112,8 @@ def shared_file_io(properties: dict[str, str], location: str) -> FileIO:
 
 
 class ReadOnlyCatalog(RefCatalog):
-    """The catalog `Lakehouse.catalog(ref)` hands out: it lists and loads tables of `ref`, and refuses every change.
-
-    Loading a table reads its pointer from the catalog every time (never stale) and parses the metadata file it names
-    once per process (`read_cache`: a metadata file is never rewritten).
-    """
-
-    def load_table(self, identifier: Any) -> Table:
-        parts = Catalog.identifier_to_tuple(identifier)
-        namespace, table_name = Catalog.namespace_to_string(Catalog.namespace_from(parts)), Catalog.table_name_from(parts)
-        rows = IcebergTables.__table__
-        query = select(rows.c.metadata_location).where(
-            rows.c.catalog_name == self.name, rows.c.table_namespace == namespace, rows.c.table_name == table_name
-        )
-        if (type_filter := self._iceberg_type_filter()) is not None:
-            query = query.where(type_filter)
-        with self.engine.connect() as conn:
-            location = conn.execute(query).scalar()
-        if not location:
-            raise NoSuchTableError(f"Table does not exist: {namespace}.{table_name}")
-        return self.table_at(parts, location)
-
-    def table_at(self, identifier: tuple[str, ...], location: str) -> ReadOnlyTable:
-        """The read-only table whose metadata file is `location`."""
-        metadata = read_cache.table_metadata(shared_file_io(self.properties, location), location)
-        return ReadOnlyTable(
-            identifier=identifier,
-            metadata=metadata,
-            metadata_location=location,
-            io=shared_file_io({**self.properties, **metadata.properties}, location),
-            catalog=self,
-        )
+    """The catalog `Lakehouse.catalog(ref)` hands out: it lists and loads tables of `ref` (as `ReadOnlyTable`s, set
+    below), and refuses every change."""
 
     def _refuse(self, action: str) -> NoReturn:
         _refuse("the catalog", self.name, action)
@@ -243,6 +231,9 @@ class ReadOnlyTable(Table):
 
     def _do_commit(self, *args: Any, **kwargs: Any) -> NoReturn:
         self._refuse("a commit")
+
+
+ReadOnlyCatalog.table_class = ReadOnlyTable
 
 
 def read_only(table: Table, catalog: ReadOnlyCatalog) -> ReadOnlyTable:

@@ -212,6 +212,12 @@ def list_refs(conn: Connection, kind: str | None = None) -> list[Ref]:
     return [_ref_from_row(row) for row in conn.execute(query)]
 
 
+def table_counts(conn: Connection) -> dict[str, int]:
+    """How many tables each ref lists, by ref name (rows of the SQL catalog's `iceberg_tables`; no PyIceberg needed)."""
+    rows = conn.execute(text("SELECT catalog_name, COUNT(*) FROM iceberg_tables GROUP BY catalog_name"))
+    return {name: count for name, count in rows}
+
+
 def insert_ref(
     conn: Connection, name: str, kind: str, parent: str | None, fork_seq: int | None, base: dict[str, str]
 ) -> None:

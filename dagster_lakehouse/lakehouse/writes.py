@@ -116,16 +116,20 @@ class WriteCommit(CatalogCommit):
         self._started = False
         self._start: int | None = None  # the table's snapshot when the first attempt planned
         self._files: dict[tuple[str, int], list[DataFile]] = {}
+        self._loaded: dict[str, str | None] = {}  # the table's metadata file when this attempt loaded it
 
     @property
     def context(self) -> str:
         return f"{self.what}: "
 
     def prepare(self) -> list[Pointer]:
+        """Load the table, write the data files (first attempt only), take the ref's commit turn, then build and
+        stage the snapshots: concurrent writers write their files side by side and queue only for the short rest."""
         try:
             current = self.catalog.load_table(self.name)
         except NoSuchTableError:
             current = None
+        self._loaded = {self.name: current.metadata_location if current is not None else None}
         if current is None:
             tx = self._create()
         else:
@@ -222,6 +226,7 @@ class WriteCommit(CatalogCommit):
         else:
             files = self._stream(ParquetStream(io, written, write_uuid, counter), schema, metadata)
         self._files[key] = files
+        self.take_turn(self._loaded)  # the files exist: queue for the ref (LostRace if the table moved meanwhile)
         return files
 
     def _sink(
