@@ -102,11 +102,12 @@ def sink_files(
             row_group_size=rows_per_group,
             storage_options=storage_options,
             sinked_paths_callback=lambda args: sunk.extend(args.paths),
-            mkdir=True,
+            mkdir=metadata.location.startswith(("file:", "/")),  # on S3 it would leave an empty 'data/' object
             engine="streaming",
         )
     except BaseException:
-        _remove_partial_files(io, started)
+        folder = locations.new_data_location(f"00000-0-{write_uuid}.parquet").rsplit("/", 1)[0] + "/"
+        _remove_partial_files(io, started, folder)
         raise
     statistics_plan = compute_statistics_plan(table_schema, metadata.properties)
     column_ids = parquet_path_to_id_mapping(table_schema)
@@ -143,12 +144,16 @@ def delete_files(io: FileIO, paths: list[str]) -> None:
             pass
 
 
-def _remove_partial_files(io: FileIO, paths: list[str], attempts: int = 6) -> None:
-    """Delete what a failed sink began writing. Polars may still be closing a file (an upload completing) after the
-    error reached us, so look again a few times, 0.1 s doubling (3 s at most), until none of them is there."""
+def _remove_partial_files(io: FileIO, paths: list[str], folder: str, attempts: int = 6) -> None:
+    """Delete what a failed sink began writing (its files, and on an object store the empty folder marker of their
+    folder, which no committed file can be relying on: the folder is this table's and a marker holds nothing).
+    Polars may still be closing a file after the error reached us, so look again a few times, 0.1 s doubling
+    (3 s at most), until none of them is there."""
+    markers = sorted({folder, *(path.rsplit("/", 1)[0] + "/" for path in paths)})
     pause = 0.1
     for attempt in range(attempts):
         delete_files(io, paths)
+        _delete_markers(io, markers)  # Polars' sink leaves an empty 'data/' object on S3, which PyArrow cannot delete
         if attempt == attempts - 1:
             return
         time.sleep(pause)
@@ -162,3 +167,28 @@ def _exists(io: FileIO, path: str) -> bool:
         return io.new_input(path).exists()
     except OSError:
         return True
+
+
+def _delete_markers(io: FileIO, markers: list[str]) -> None:
+    """Delete empty folder-marker objects (`s3://bucket/.../data/`) with boto3, configured from the FileIO's S3
+    properties; best effort: a marker holds nothing, and gc ignores it."""
+    markers = [m for m in markers if m.startswith(("s3://", "s3a://"))]
+    if not markers:
+        return
+    try:
+        import boto3
+
+        props = io.properties
+        client = boto3.client(
+            "s3",
+            endpoint_url=props.get("s3.endpoint"),
+            region_name=props.get("s3.region") or props.get("client.region"),
+            aws_access_key_id=props.get("s3.access-key-id"),
+            aws_secret_access_key=props.get("s3.secret-access-key"),
+            aws_session_token=props.get("s3.session-token"),
+        )
+        for marker in markers:
+            bucket, _, key = marker.split("://", 1)[1].partition("/")
+            client.delete_object(Bucket=bucket, Key=key)
+    except Exception:  # noqa: BLE001 - tidying up after a failure already being raised
+        pass
