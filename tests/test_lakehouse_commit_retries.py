@@ -61,6 +61,25 @@ def count_parquet_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return written
 
 
+def count_manifest_writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The path of every added-files manifest a write writes from now on (`appends.write_added_manifest`)."""
+    original, paths = writes.write_added_manifest, []
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        written = original(*args, **kwargs)
+        paths.append(written.manifest.manifest_path)
+        return written
+
+    monkeypatch.setattr(writes, "write_added_manifest", counting)
+    return paths
+
+
+def committed_manifests(lh: Lakehouse) -> set[str]:
+    """The manifests of the branch's current snapshot of the table."""
+    table = lh.table(TABLE, "dev")
+    return {m.manifest_path for m in table.current_snapshot().manifests(table.io)}
+
+
 def advisory_locks(lh: Lakehouse) -> int:
     """Advisory locks granted in the catalog database now (commit turns held)."""
     with lh.engine.connect() as conn:
@@ -77,6 +96,7 @@ def test_a_retried_append_writes_its_data_files_once_and_commits_them(lakehouse:
     lh.create_branch("dev")
     lh.write(TABLE, frame(0), branch="dev", mode="append")
     written = count_parquet_writes(monkeypatch)
+    manifests = count_manifest_writes(monkeypatch)
     first_attempt: set[str] = set()
 
     def other_writer_wins() -> None:
@@ -90,6 +110,8 @@ def test_a_retried_append_writes_its_data_files_once_and_commits_them(lakehouse:
     assert seen == [1, 2, 3]  # ours, the winner's, ours again
     assert result.attempts == 2
     assert sorted(written) == [1, 2]  # one Parquet write of ours, one of the winner's: none on the retry
+    assert len(manifests) == 2  # one added-files manifest of ours, one of the winner's: none on the retry
+    assert set(manifests) <= committed_manifests(lh)  # ours, written on the first attempt, is the one committed
     ours = files_of(lh, 1)
     assert len(ours) == 1 and ours <= first_attempt  # the committed snapshot holds the file of the first attempt
     assert len(parquet_files(lh)) == 3  # seed, winner, ours: the lost attempt left no second copy
@@ -167,6 +189,7 @@ def test_a_prepare_taking_its_turn_after_writing_its_files_restarts_in_turn_when
         lh.create_branch("dev")
         lh.write(TABLE, frame(0), branch="dev", mode="append")
         written = count_parquet_writes(monkeypatch)
+        manifests = count_manifest_writes(monkeypatch)
         take = turns.CommitTurn.take
         monkeypatch.setattr(turns.CommitTurn, "take", lambda self, deadline: self.engine is not other.engine and take(self, deadline))
         database = make_url(b.catalog_uri).database
@@ -185,12 +208,14 @@ def test_a_prepare_taking_its_turn_after_writing_its_files_restarts_in_turn_when
                 time.sleep(0.05)
             else:
                 pytest.fail("the write never waited for its turn")
+            assert len(manifests) == 1  # its files' manifest was written before it queued for the turn
             other.write(TABLE, frame(2), branch="dev", mode="append")  # moves the table while ours waits
             holder.execute("SELECT pg_advisory_unlock(%s)", (refstore.commit_turn_key("dev"),))
             writer.join()
         (result,) = results
         assert result.attempts == 2
         assert written.count(1) == 1
+        assert len(manifests) == 2 and manifests[0] in committed_manifests(lh)  # ours (reused) and the other's
         assert sorted(lh.read(TABLE, ref="dev")["writer"].to_list()) == [0] * 3 + [1] * 3 + [2] * 3
         assert advisory_locks(lh) == 0
     finally:

@@ -26,6 +26,7 @@ from pyiceberg.table import Table, TableProperties, Transaction
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.update import AddSnapshotUpdate
 
+from dagster_lakehouse.lakehouse.appends import WrittenFiles, append_written, usable, write_added_manifest
 from dagster_lakehouse.lakehouse.catalog import RefCatalog
 from dagster_lakehouse.lakehouse.commits import CatalogCommit, Pointer, add_log_entry, stage, transaction
 from dagster_lakehouse.lakehouse.errors import WriteConflict
@@ -115,7 +116,7 @@ class WriteCommit(CatalogCommit):
         self._check = check
         self._started = False
         self._start: int | None = None  # the table's snapshot when the first attempt planned
-        self._files: dict[tuple[str, int], list[DataFile]] = {}
+        self._files: dict[tuple[str, int], WrittenFiles] = {}
         self._loaded: dict[str, str | None] = {}  # the table's metadata file when this attempt loaded it
 
     @property
@@ -152,7 +153,7 @@ class WriteCommit(CatalogCommit):
             with tx.update_spec() as spec:
                 for column in self.partition_by:
                     spec.add_identity(column)
-        append_files(tx, self._data_files(tx, self.data.schema), {**self.props, **op_props("append")})
+        self._append(tx, self.data.schema, {**self.props, **op_props("append")})
         return tx
 
     def _overwrite(self, table: Table) -> Transaction:
@@ -177,8 +178,16 @@ class WriteCommit(CatalogCommit):
         elif row_filter is not None:
             replaces = filter_string(row_filter)
             delete_rows(tx, row_filter, {**self.props, **op_props("delete", replaces)})
-        append_files(tx, self._data_files(tx, plan.data.schema), {**self.props, **op_props("append", replaces=replaces)})
+        self._append(tx, plan.data.schema, {**self.props, **op_props("append", replaces=replaces)})
         return tx
+
+    def _append(self, tx: Transaction, schema: pa.Schema, props: dict[str, str]) -> None:
+        """Append the written data files to `tx`, through the manifest written with them when it still fits."""
+        written = self._data_files(tx, schema)
+        if usable(tx, written):
+            append_written(tx, written, props)
+        else:
+            append_files(tx, written.files, props)
 
     def _check_race(self, table: Table, row_filter: Any) -> None:
         """On a retry, refuse with `WriteConflict` if the winners added rows this replace would remove."""
@@ -194,9 +203,9 @@ class WriteCommit(CatalogCommit):
         if reason is not None:
             raise WriteConflict(self.name, self.ref, reason)
 
-    def _data_files(self, tx: Transaction, schema: pa.Schema) -> list[DataFile]:
-        """Write the data, cast to `schema`, as Parquet once per (schema, spec) the table has while retrying; reuse the
-        files otherwise. Streamed data is written a chunk at a time.
+    def _data_files(self, tx: Transaction, schema: pa.Schema) -> WrittenFiles:
+        """Write the data, cast to `schema`, as Parquet once per (schema, spec) the table has while retrying, with the
+        manifest that adds them (`appends`); reuse both otherwise. Streamed data is written a chunk at a time.
 
         Keyed by the schema's text, field ids included: a concurrent writer may have given a column name another id.
         """
@@ -225,9 +234,9 @@ class WriteCommit(CatalogCommit):
             ) else []
         else:
             files = self._stream(ParquetStream(io, written, write_uuid, counter), schema, metadata)
-        self._files[key] = files
+        result = self._files[key] = write_added_manifest(metadata, io, files)
         self.take_turn(self._loaded)  # the files exist: queue for the ref (LostRace if the table moved meanwhile)
-        return files
+        return result
 
     def _sink(
         self, lazy: pl.LazyFrame, schema: pa.Schema, written: TableMetadata, metadata: TableMetadata, write_uuid: uuid.UUID
