@@ -1,5 +1,6 @@
 """Materialization strategies from asset metadata: replace, append, overwrite of the rows a filter matches, upsert."""
 
+import inspect
 from datetime import date
 from typing import Any
 
@@ -121,3 +122,59 @@ def test_strategy_shown_for_replace_append_and_partitions(local_backend: Any) ->
     result = materialize([daily], local_backend, tags=DEV, partition_key="2024-01-02")
     strategy = materialization(result, "daily").metadata["lakehouse/strategy"].value
     assert strategy.startswith("replace partition rows where") and "2024-01-02" in strategy
+
+
+# ----- upsert -----------------------------------------------------------------------------------------------
+
+UPSERT = {"lakehouse/mode": "upsert", "lakehouse/key": ["id"]}
+needs_core_upsert = pytest.mark.skipif(
+    "key" not in inspect.signature(Lakehouse.write).parameters,
+    reason="Lakehouse.write(mode='upsert', key=...) comes from the core branch (i14-core); runs once it is merged",
+)
+
+
+@needs_core_upsert
+def test_upsert_updates_matching_keys_and_inserts_the_others(backend: Any, lakehouse: Lakehouse) -> None:
+    _seed_events(lakehouse)
+    changes = pl.DataFrame({"day": [date(2024, 1, 2), date(2024, 1, 5)], "id": [2, 9], "value": ["B", "new"]})
+    result = materialize([_events_asset(changes, UPSERT)], backend, tags=DEV)
+    assert result.success
+    frame = lakehouse.read("public.events", ref="dev").sort("id")
+    assert frame["id"].to_list() == [1, 2, 3, 4, 9]
+    assert frame["value"].to_list() == ["a", "B", "c", "d", "new"]
+    md = materialization(result, "events").metadata
+    assert md["lakehouse/strategy"].value == "upsert on key (id)"
+    assert md["lakehouse/key"].value == "id"
+    assert md["dagster/row_count"].value == 5
+    (commit,) = [c for c in lakehouse.log("dev") if c.run_id == result.run_id]
+    assert commit.tables == ["public.events"]
+
+
+@needs_core_upsert
+def test_upsert_of_a_lazy_output_on_a_composite_key(local_backend: Any) -> None:
+    lakehouse = _lakehouse(local_backend)
+    _seed_events(lakehouse)
+
+    @dg.asset(name="events", metadata={"lakehouse/mode": "upsert", "lakehouse/key": ["day", "id"]})
+    def events() -> pl.LazyFrame:
+        return pl.LazyFrame({"day": [date(2024, 1, 1), date(2024, 1, 3)], "id": [1, 1], "value": ["A", "other day"]})
+
+    assert materialize([events], local_backend, tags=DEV).success
+    frame = lakehouse.read("public.events", ref="dev").sort("day", "id")
+    assert frame.select("day", "id", "value").rows() == [
+        (date(2024, 1, 1), 1, "A"),
+        (date(2024, 1, 2), 2, "b"),
+        (date(2024, 1, 2), 3, "c"),
+        (date(2024, 1, 3), 1, "other day"),
+        (date(2024, 1, 3), 4, "d"),
+    ]
+
+
+@needs_core_upsert
+def test_upsert_with_a_key_the_output_lacks_is_refused_and_changes_nothing(local_backend: Any) -> None:
+    lakehouse = _lakehouse(local_backend)
+    before = _seed_events(lakehouse)
+    asset = _events_asset(EVENTS.drop("id"), UPSERT)
+    text = failure_text(materialize([asset], local_backend, tags=DEV))
+    assert "asset 'events'" in text and "table 'public.events'" in text and "'id'" in text
+    assert lakehouse.snapshot_id("public.events", "dev") == before
