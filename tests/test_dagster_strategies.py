@@ -1,6 +1,5 @@
 """Materialization strategies from asset metadata: replace, append, overwrite of the rows a filter matches, upsert."""
 
-import inspect
 from datetime import date
 from typing import Any
 
@@ -127,13 +126,8 @@ def test_strategy_shown_for_replace_append_and_partitions(local_backend: Any) ->
 # ----- upsert -----------------------------------------------------------------------------------------------
 
 UPSERT = {"lakehouse/mode": "upsert", "lakehouse/key": ["id"]}
-needs_core_upsert = pytest.mark.skipif(
-    "key" not in inspect.signature(Lakehouse.write).parameters,
-    reason="Lakehouse.write(mode='upsert', key=...) comes from the core branch (i14-core); runs once it is merged",
-)
 
 
-@needs_core_upsert
 def test_upsert_updates_matching_keys_and_inserts_the_others(backend: Any, lakehouse: Lakehouse) -> None:
     _seed_events(lakehouse)
     changes = pl.DataFrame({"day": [date(2024, 1, 2), date(2024, 1, 5)], "id": [2, 9], "value": ["B", "new"]})
@@ -143,14 +137,13 @@ def test_upsert_updates_matching_keys_and_inserts_the_others(backend: Any, lakeh
     assert frame["id"].to_list() == [1, 2, 3, 4, 9]
     assert frame["value"].to_list() == ["a", "B", "c", "d", "new"]
     md = materialization(result, "events").metadata
-    assert md["lakehouse/strategy"].value == "upsert on key (id)"
+    assert md["lakehouse/strategy"].value == "upsert on key (id)" and md["lakehouse/mode"].value == "upsert"
     assert md["lakehouse/key"].value == "id"
     assert md["dagster/row_count"].value == 5
     (commit,) = [c for c in lakehouse.log("dev") if c.run_id == result.run_id]
     assert commit.tables == ["public.events"]
 
 
-@needs_core_upsert
 def test_upsert_of_a_lazy_output_on_a_composite_key(local_backend: Any) -> None:
     lakehouse = _lakehouse(local_backend)
     _seed_events(lakehouse)
@@ -170,7 +163,6 @@ def test_upsert_of_a_lazy_output_on_a_composite_key(local_backend: Any) -> None:
     ]
 
 
-@needs_core_upsert
 def test_upsert_with_a_key_the_output_lacks_is_refused_and_changes_nothing(local_backend: Any) -> None:
     lakehouse = _lakehouse(local_backend)
     before = _seed_events(lakehouse)
@@ -178,3 +170,8 @@ def test_upsert_with_a_key_the_output_lacks_is_refused_and_changes_nothing(local
     text = failure_text(materialize([asset], local_backend, tags=DEV))
     assert "asset 'events'" in text and "table 'public.events'" in text and "'id'" in text
     assert lakehouse.snapshot_id("public.events", "dev") == before
+
+
+def test_first_upsert_creates_the_table(local_backend: Any) -> None:
+    assert materialize([_events_asset(EVENTS, UPSERT)], local_backend, tags=DEV).success
+    assert _lakehouse(local_backend).read("public.events", ref="dev").sort("id")["id"].to_list() == [1, 2, 3, 4]
