@@ -175,3 +175,25 @@ def test_upsert_with_a_key_the_output_lacks_is_refused_and_changes_nothing(local
 def test_first_upsert_creates_the_table(local_backend: Any) -> None:
     assert materialize([_events_asset(EVENTS, UPSERT)], local_backend, tags=DEV).success
     assert _lakehouse(local_backend).read("public.events", ref="dev").sort("id")["id"].to_list() == [1, 2, 3, 4]
+
+
+def test_upsert_of_a_partitioned_asset_keeps_to_its_partition(local_backend: Any) -> None:
+    values = iter(["first", "second"])
+
+    @dg.asset(partitions_def=DAILY, metadata={**UPSERT, "lakehouse/partition_column": "day"})
+    def daily(context: dg.AssetExecutionContext) -> pl.DataFrame:
+        day = context.partition_time_window.start.date()
+        return pl.DataFrame({"day": [day], "id": [1], "value": [next(values)]})
+
+    for _ in range(2):
+        assert materialize([daily], local_backend, tags=DEV, partition_key="2024-01-02").success
+    frame = _lakehouse(local_backend).read("public.daily", ref="dev")
+    assert frame.select("id", "value").rows() == [(1, "second")]
+
+    @dg.asset(name="daily", partitions_def=DAILY, metadata={**UPSERT, "lakehouse/partition_column": "day"})
+    def stray() -> pl.DataFrame:
+        return pl.DataFrame({"day": [date(2024, 1, 3)], "id": [2], "value": ["x"]})
+
+    text = failure_text(materialize([stray], local_backend, tags=DEV, partition_key="2024-01-02"))
+    assert "asset 'daily'" in text and "outside partition 2024-01-02" in text
+    assert _lakehouse(local_backend).read("public.daily", ref="dev").height == 1
