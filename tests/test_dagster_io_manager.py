@@ -336,12 +336,12 @@ def test_unsupported_output_value(local_backend: Any) -> None:
 
 
 def test_bad_write_mode(local_backend: Any) -> None:
-    @dg.asset(metadata={"lakehouse/mode": "upsert"})
+    @dg.asset(metadata={"lakehouse/mode": "merge"})
     def merged() -> pl.DataFrame:
         return pl.DataFrame({"a": [1]})
 
     text = failure_text(materialize([merged], local_backend, tags={"lakehouse/branch": "dev"}))
-    assert "asset 'merged'" in text and "'upsert'" in text and "replace, append" in text
+    assert "asset 'merged'" in text and "'merge'" in text and "replace, append, upsert" in text
 
 
 def test_io_manager_works_with_dagster_test_contexts_outside_a_run(local_backend: Any) -> None:

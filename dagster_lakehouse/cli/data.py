@@ -18,6 +18,7 @@ from dagster_lakehouse.cli._common import (
     positive_int,
     print_frame,
 )
+from dagster_lakehouse.cli.column_types import TYPE_HELP, schema_option, zone_option
 from dagster_lakehouse.cli.progress import progress
 from dagster_lakehouse.lakehouse.errors import InvalidData, PinnedRefError, ProtectedBranchError
 from dagster_lakehouse.lakehouse.names import MAIN, split_table_name
@@ -66,6 +67,19 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     imp.add_argument("--allow-main", action="store_true", help="allow writing to the protected main branch")
     imp.add_argument("-m", "--message", help="commit message (default: 'import PATH')")
+    imp.add_argument(
+        "--schema",
+        type=schema_option,
+        metavar="COL=TYPE,...",
+        help=f"set column types, e.g. 'fare=double,day=date,amount=decimal(10,2)'. Types: {TYPE_HELP}",
+    )
+    imp.add_argument(
+        "--timestamp-tz",
+        type=zone_option,
+        metavar="ZONE",
+        help="give every timestamp column without a time zone this one (e.g. UTC): its values are read as wall-clock "
+        "time in ZONE and stored as timestamptz; also the zone of --schema timestamptz columns (default UTC)",
+    )
     imp.set_defaults(handler=import_data, creates=True)
 
     query = commands.add_parser(
@@ -89,13 +103,20 @@ def add_parsers(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def import_data(lh: Lakehouse, args: argparse.Namespace) -> int:
-    """`import PATH TABLE --branch B [--mode replace|append] [--allow-main]`; on a terminal, the rows read so far."""
+    """`import PATH TABLE --branch B [--mode replace|append] [--allow-main] [--schema COL=TYPE,...] [--timestamp-tz
+    ZONE]`; on a terminal, the rows read so far."""
     import polars as pl
 
     from dagster_lakehouse.cli.sources import counted, scan_source
 
+    from dagster_lakehouse.cli.column_types import apply_types
+
     split_table_name(args.table)  # a bad table name is reported before any file is opened
     frame, files = scan_source(args.source)
+    try:
+        frame = apply_types(frame, args.source, args.schema, args.timestamp_tz)
+    except pl.exceptions.PolarsError as exc:
+        raise CliError(f"cannot read '{args.source}': {first_paragraph(exc)}") from exc
     try:
         with progress(args, f"import {args.source}") as shown:
             data = counted(frame, shown, count_first="://" not in args.source) if shown.enabled else frame

@@ -8,7 +8,6 @@ from typing import Any
 
 import dagster as dg
 import polars as pl
-import pyarrow as pa
 from dagster._core.execution.context.system import StepExecutionContext
 from pydantic import Field, PrivateAttr
 from pyiceberg.expressions import And
@@ -16,9 +15,11 @@ from pyiceberg.table import Table
 
 from dagster_lakehouse.dagster.branch import step_context_of
 from dagster_lakehouse.dagster.errors import LakehouseIOError, naming
+from dagster_lakehouse.dagster.frames import LOAD_AS_KEY, FrameHandler, input_handler, output_handler
 from dagster_lakehouse.dagster.lineage import declared_input_columns
 from dagster_lakehouse.dagster.metadata import write_metadata
 from dagster_lakehouse.dagster.resource import LakehouseResource
+from dagster_lakehouse.dagster.strategies import write_strategy
 from dagster_lakehouse.dagster.scope import (
     Scope,
     build_scope,
@@ -30,10 +31,8 @@ from dagster_lakehouse.dagster.scope import (
 from dagster_lakehouse.dagster.tables import (
     COLUMNS_KEY,
     FILTER_KEY,
-    MODE_KEY,
     PARTITION_COLUMN_KEY,
     PARTITION_EXPR_KEY,
-    WRITE_MODES,
     metadata_value,
     table_name_for,
 )
@@ -46,10 +45,6 @@ __all__ = ["LAKEHOUSE_RESOURCE_KEY", "LakehouseIOManager"]
 
 LAKEHOUSE_RESOURCE_KEY = "lakehouse"
 
-_READERS = {pl.DataFrame: "read", pl.LazyFrame: "scan", pa.Table: "read_arrow"}
-"""The Lakehouse method that reads each input type."""
-
-
 class LakehouseIOManager(dg.ConfigurableIOManager):
     """Stores each asset as table `namespace.name` on the run's branch and loads inputs from the same branch.
 
@@ -58,10 +53,11 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
 
     Table: asset metadata `lakehouse/table`, else the asset key (`[ns, name]` -> `ns.name`, `[name]` ->
     `<default_namespace>.name`, longer keys join all but the last part with `_`). Mode: metadata
-    `lakehouse/mode` (`replace` or `append`). Partitioned assets overwrite only their partition's rows, found by
-    metadata `lakehouse/partition_column` (or `partition_expr`). Inputs take `AssetIn(metadata={"columns": [...],
-    "filter": "..."})` and are returned as the parameter's annotation asks: `pl.DataFrame` (default),
-    `pl.LazyFrame` or `pa.Table`.
+    `lakehouse/mode` (`replace`, `append` or `upsert` on metadata `lakehouse/key`), `lakehouse/overwrite_filter` to
+    replace only the rows a filter matches (`strategies`). Partitioned assets overwrite only their partition's rows,
+    found by metadata `lakehouse/partition_column` (or `partition_expr`). Inputs take `AssetIn(metadata={"columns":
+    [...], "filter": "...", "load_as": "arrow"})` and are returned as `load_as` or else the parameter's annotation
+    asks: `pl.DataFrame` (default), `pl.LazyFrame`, `pa.Table` or `pd.DataFrame` (`frames`).
 
     Run config given to the resource key `lakehouse` (e.g. `{"resources": {"lakehouse": {"config": {"branch":
     "feat"}}}}` from the launchpad, `--config-json` or a schedule) applies to this IO manager's `lakehouse` too, so
@@ -112,7 +108,8 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
     # ----- outputs ------------------------------------------------------------------------------------
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
-        """Write `obj` to the asset's table on the run's branch in one commit and report what was written."""
+        """Write `obj` to the asset's table on the run's branch in one commit, by the asset's strategy (replace,
+        append, upsert, overwrite of the rows a filter matches), and report what was written."""
         asset_key = context.asset_key
         label = f"asset {asset_key.to_user_string()!r}"
         if obj is None:
@@ -120,23 +117,24 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
             return
         definition = context.definition_metadata
         table = table_name_for(asset_key, definition, self.default_namespace)
-        mode = metadata_value(definition, MODE_KEY) or "replace"
-        if mode not in WRITE_MODES:
-            raise LakehouseIOError(
-                f"{label}: metadata {MODE_KEY!r} must be one of {', '.join(WRITE_MODES)}, not {mode!r}"
-            )
+        partitioned = context.has_asset_partitions and bool(data_dimensions(context.asset_partitions_def))
+        strategy = write_strategy(definition, label, partitioned=partitioned)
+        mode = strategy.mode
         branch = self.store.write_branch_for(context, what=f"{label} (table {table!r})")
         where = f"{label} (table {table!r} on branch {branch!r})"
+        handler = output_handler(obj, where)
         try:
-            data = write_data(obj)
+            data = write_data(handler.to_write(obj, where))
         except TypeError as exc:
             raise LakehouseIOError(f"{where}: {exc}") from None
         scope = self._output_scope(context, data, where)
         properties = {"dagster.asset-key": asset_key.to_user_string()}
         if context.has_asset_partitions:
             properties["dagster.partition-key"] = _partition_label(context.asset_partition_key_range)
-        if scope is not None:
-            context.log.info(f"{where}: {mode} rows where {scope.text()}")
+        context.log.info(f"{where}: {strategy.describe(scope.text() if scope is not None else None)}")
+        row_scope = strategy.overwrite_filter
+        if scope is not None and mode == "replace":
+            row_scope = scope.iceberg()
         lakehouse = self.store.get_lakehouse()
         with naming(where):
             result = lakehouse.write(
@@ -144,14 +142,16 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
                 data,
                 branch=branch,
                 mode=mode,
-                where=scope.iceberg() if scope is not None and mode == "replace" else None,
+                where=row_scope,
                 message=f"dagster: {mode} {asset_key.to_user_string()}",
                 run_id=context.run_id,
                 snapshot_properties=properties,
                 allow_main=self.store.allow_main,
+                **({"key": list(strategy.key)} if strategy.key else {}),
             )
         inputs = declared_input_columns(context)
         metadata = write_metadata(result, partitioned=context.has_asset_partitions, input_columns=inputs)
+        metadata.update(strategy.metadata(scope.text() if scope is not None else None))
         context.add_output_metadata(metadata)
         if result.snapshot_id is not None:
             _set_data_version(context, dg.DataVersion(str(result.snapshot_id)))
@@ -198,17 +198,17 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
         input_metadata = context.definition_metadata or {}
         columns = _columns(metadata_value(input_metadata, COLUMNS_KEY), where)
         row_filter = metadata_value(input_metadata, FILTER_KEY)
-        kind = _reader_for(context, where)
+        handler = _handler_for(context, metadata_value(input_metadata, LOAD_AS_KEY), where)
         lakehouse = self.store.get_lakehouse()
         with naming(where):
             try:
                 loaded, scope = self._input_scope(context, table, branch, upstream_metadata, where)
-                if loaded is None:
-                    return getattr(lakehouse, _READERS[kind])(table, ref=branch, columns=columns, filter=row_filter)
                 if scope is not None:
                     context.log.info(f"{where}: reading partition rows where {scope.text()}")
                     row_filter = And(parse_filter(row_filter, context=f"{where}: "), scope.iceberg())
-                return lakehouse.read_table(loaded, table, branch, kind=kind, columns=columns, filter=row_filter)
+                return handler.read(
+                    lakehouse, table, branch, loaded=loaded, columns=columns, filter=row_filter, where=where
+                )
             except TableNotFound as exc:
                 raise TableNotFound(
                     f"{exc}; materialize {context.asset_key.to_user_string()!r} on branch {branch!r} (or on 'main' "
@@ -282,20 +282,11 @@ def _columns(value: Any, where: str) -> list[str] | None:
     return list(value)
 
 
-def _reader_for(context: dg.InputContext, where: str) -> type:
-    """The type the input's annotation asks for (`pl.DataFrame` when it names none)."""
+def _handler_for(context: dg.InputContext, load_as: Any, where: str) -> FrameHandler:
+    """The handler of an input: its metadata `load_as`, else its annotation, else `polars` (`frames.input_handler`)."""
     dagster_type = _optional(lambda: context.dagster_type)
-    if dagster_type is None or dagster_type.is_any:
-        return pl.DataFrame
-    wanted = dagster_type.typing_type
-    if wanted in (typing.Any, object, None):
-        return pl.DataFrame
-    for kind in _READERS:
-        if wanted is kind:
-            return kind
-    raise LakehouseIOError(
-        f"{where}: cannot load an input annotated {wanted!r}; annotate it as pl.DataFrame, pl.LazyFrame or pa.Table"
-    )
+    annotation = None if dagster_type is None or dagster_type.is_any else dagster_type.typing_type
+    return input_handler(load_as, annotation, where)
 
 
 def _consumer(context: dg.InputContext) -> str:

@@ -7,15 +7,11 @@ import random
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
 import pyarrow as pa
-from pyiceberg.exceptions import (
-    NoSuchNamespaceError,
-    NoSuchTableError,
-)
+from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.table import Table
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
@@ -29,9 +25,7 @@ from dagster_lakehouse.lakehouse.catalog import (
     RefCatalog,
     make_engine,
     open_catalog_schema,
-    read_only,
 )
-from dagster_lakehouse.lakehouse.commits import table_at
 from dagster_lakehouse.lakehouse.config import DEFAULT_PATH, LakehouseConfig
 from dagster_lakehouse.lakehouse.data import DataLike
 from dagster_lakehouse.lakehouse.errors import (
@@ -50,27 +44,15 @@ from dagster_lakehouse.lakehouse.refspec import is_pinned
 from dagster_lakehouse.lakehouse.row_checks import check_scope
 from dagster_lakehouse.lakehouse.schema import iceberg_schema, plan_schema
 from dagster_lakehouse.lakehouse.timeline import Timeline
+from dagster_lakehouse.lakehouse.upsert import UpsertCommit, check_key, in_memory
 from dagster_lakehouse.lakehouse.write_args import check_snapshot_properties, check_text, partition_columns
 from dagster_lakehouse.lakehouse.write_data import InMemoryData, WriteData, write_data
+from dagster_lakehouse.lakehouse.write_result import WriteResult, finish_write
 from dagster_lakehouse.lakehouse.writes import WriteCommit
 
-WriteMode = Literal["replace", "append"]
+__all__ = ["Lakehouse", "WriteMode", "WriteResult"]
 
-
-@dataclass(frozen=True)
-class WriteResult:
-    """The outcome of one committed write."""
-
-    table: str
-    branch: str
-    snapshot_id: int | None
-    rows: int
-    mode: str
-    metadata_location: str
-    commit_id: str
-    attempts: int
-    iceberg_table: Table = field(repr=False, compare=False)
-    """The committed PyIceberg table (schema, location, snapshot), so callers need not load it again."""
+WriteMode = Literal["replace", "append", "upsert"]
 
 
 class Lakehouse(BranchOps, TableReads, Timeline):
@@ -210,12 +192,14 @@ class Lakehouse(BranchOps, TableReads, Timeline):
         snapshot_properties: dict[str, str] | None = None,
         partition_by: Sequence[str] | None = None,
         allow_main: bool = False,
+        key: Sequence[str] | None = None,
     ) -> WriteResult:
         """Write `data` to table `name` on `branch` in one Iceberg commit, creating it on first write.
 
         `replace` swaps the table's contents (and schema) for `data`; with `where`, only the rows matching
         that filter are replaced (partition-scoped overwrite). `append` adds rows; new columns evolve the
-        schema. The pointer swap and the log entry are one catalog transaction. A write that loses a race to
+        schema. `upsert` updates the rows whose `key` columns match the data's and inserts the rest (`upsert`,
+        data held in memory). The pointer swap and the log entry are one catalog transaction. A write that loses a race to
         a concurrent writer is re-applied on the fresh table until `commit_timeout`, unless it replaces rows
         the winner added (`WriteConflict`: writes of different partitions never conflict).
 
@@ -224,16 +208,21 @@ class Lakehouse(BranchOps, TableReads, Timeline):
         """
         namespace, _ = split_table_name(name)
         context = f"table '{name}' on branch '{branch}': "
-        if mode not in ("replace", "append"):
-            raise InvalidWrite(f"{context}write mode must be 'replace' or 'append', not {mode!r}")
-        if mode == "append" and where is not None:
+        if mode not in ("replace", "append", "upsert"):
+            raise InvalidWrite(f"{context}write mode must be 'replace', 'append' or 'upsert', not {mode!r}")
+        if mode in ("append", "upsert") and where is not None:
             raise InvalidWrite(
-                f"{context}mode='append' adds rows and takes no where= filter; "
-                "to replace the rows a filter matches, write with mode='replace' and where=..."
+                f"{context}mode={mode!r} {'adds' if mode == 'append' else 'updates and adds'} rows and takes no where= "
+                "filter; to replace the rows a filter matches, write with mode='replace' and where=..."
             )
+        if (key is not None) != (mode == "upsert"):
+            raise InvalidWrite(f"{context}key= names the columns of mode='upsert', and mode='upsert' needs key=[...]")
         with self.engine.connect() as conn:
             self._check_writable(conn, branch, allow_main)
         payload = write_data(data, context=context)
+        if mode == "upsert":
+            payload = in_memory(payload, context)
+            key = check_key(key, payload.table, context)
         partition_by = partition_columns(payload.schema, partition_by, context)
         check_text(message, "message", None, context)
         check_text(run_id, "run_id", 255, context)
@@ -245,6 +234,23 @@ class Lakehouse(BranchOps, TableReads, Timeline):
         if where is not None:
             self._check_where(catalog, name, payload, where, context)
         self._ensure_namespace(branch, namespace, allow_main)
+        commit: WriteCommit | UpsertCommit
+        if mode == "upsert":
+            assert isinstance(payload, InMemoryData) and key is not None
+            commit = UpsertCommit(
+                self.engine,
+                catalog,
+                name,
+                payload,
+                key=list(key),
+                props=props,
+                partition_by=partition_by,
+                timeout=self.commit_timeout,
+                check=lambda conn: self._check_writable(conn, branch, allow_main),
+                message=message or f"upsert {name}",
+                run_id=run_id,
+            )
+            return finish_write(self, commit, branch, allow_main, payload.rows, mode)
         commit = WriteCommit(
             self.engine,
             catalog,
@@ -260,25 +266,7 @@ class Lakehouse(BranchOps, TableReads, Timeline):
             run_id=run_id,
             storage_options=self._polars_storage_options(),
         )
-        try:
-            (pointer,) = self._retrying(commit.what, commit.run)  # storage I/O is all before the pointer transaction
-        except NoSuchNamespaceError as exc:  # the branch was deleted while this write prepared
-            with self.engine.connect() as conn:
-                self._check_writable(conn, branch, allow_main)
-            raise LakehouseError(f"{context}namespace '{namespace}' vanished while writing; nothing was written") from exc
-        assert pointer.metadata is not None and pointer.location is not None
-        table = read_only(table_at(catalog, name, pointer.location, pointer.metadata), self._read_catalog(branch))
-        return WriteResult(
-            table=name,
-            branch=branch,
-            snapshot_id=pointer.snapshot_id,
-            rows=payload.rows,
-            mode=mode if where is None else "overwrite",
-            metadata_location=pointer.location,
-            commit_id=commit.commit_id or "",
-            attempts=commit.attempts,
-            iceberg_table=table,
-        )
+        return finish_write(self, commit, branch, allow_main, payload.rows, mode if where is None else "overwrite")
 
     def _check_where(self, catalog: RefCatalog, name: str, data: WriteData, where: FilterLike, context: str) -> None:
         """Parse and bind `where` (to the table, or for a new table to the data) and refuse rows outside it (those of

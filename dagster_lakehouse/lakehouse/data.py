@@ -8,7 +8,7 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
-from pyiceberg.io.pyarrow import UnsupportedPyArrowTypeException
+from pyiceberg.io.pyarrow import UTC_ALIASES, UnsupportedPyArrowTypeException
 
 from dagster_lakehouse.lakehouse.errors import InvalidData, SchemaMismatch
 from dagster_lakehouse.lakehouse.schema import iceberg_schema
@@ -109,6 +109,8 @@ def _cast(column: pa.ChunkedArray, target: pa.Field, source: pa.DataType, contex
 
 
 def _iceberg_friendly(arrow_type: pa.DataType, where: str) -> pa.DataType:
+    if pa.types.is_timestamp(arrow_type) and arrow_type.tz is not None and arrow_type.tz not in UTC_ALIASES:
+        return pa.timestamp("us", tz="UTC")  # Iceberg's timestamptz holds instants in UTC: the same values
     if pa.types.is_timestamp(arrow_type) and arrow_type.unit in ("ns", "ms", "s"):
         return pa.timestamp("us", tz=arrow_type.tz)
     if pa.types.is_date64(arrow_type):

@@ -15,14 +15,19 @@ compares the operations each side holds that the other lacks (`history.pending_o
 | replaced all rows | has pending operations (either way round) | conflict |
 | a commit made outside this package that removed files | has pending operations (either way round) | conflict |
 | replaced rows where `f` | added rows that match `f` (either way round) | conflict: both changed rows where `f` |
+| upserted rows with keys `K` (recorded as a replace of the rows where the key is in `K`) | added rows with a key in `K`, by append or upsert (either way round) | conflict: both changed rows where the key is in `K` |
 | changed the schema | changed the schema differently | conflict |
 | dropped or retyped a column (not a widening) | has pending operations | conflict |
 | partitions the table one way | partitions it another way | conflict |
 | appends and partition-scoped replaces | appends and partition-scoped replaces, none matching the other's filters | **replay** the source's pending operations on the target, in order |
 
+An upsert's `K` is the keys of the rows it wrote (updated and inserted, not those it found unchanged), so a replay
+deletes the target's rows with those keys and adds the upsert's files: no row is lost or doubled, and upserts of
+different keys on the two sides both land.
+
 Two writers on one branch follow Iceberg's serializable rule: a write that lost the race is re-applied on the
 fresh table unless it replaces rows (a filter, or all rows) and the winners added rows that match (`race_conflict`).
-Appends always commute.
+Appends always commute; an upsert that lost the race matches its keys again on the fresh table.
 
 "Match" is decided by each file's column statistics (and so its partition values); a file whose statistics
 cannot rule a match out has just the filter's columns read to decide exactly, so disjoint work never conflicts.

@@ -52,7 +52,7 @@ class TableReads:
     ) -> pa.Table:
         """Read table `name` on `ref` as PyArrow, reading only `columns` and the files/row groups `filter` can match.
 
-        Columns come in table order, typed as PyIceberg types them. A transient object-store failure re-runs the
+        Columns come in the order `columns` names them (else table order), typed as PyIceberg types them. A transient object-store failure re-runs the
         whole read, up to `storage_retry_seconds`.
         """
         return self._retrying(
@@ -69,7 +69,8 @@ class TableReads:
         filter: FilterLike = None,
         snapshot_id: int | None = None,
     ) -> pl.DataFrame:
-        """Read table `name` on `ref` as a Polars DataFrame (columns in table order), with column and filter pushdown."""
+        """Read table `name` on `ref` as a Polars DataFrame (columns in the order asked for), with column and filter
+        pushdown."""
         return self._retrying(
             f"table '{name}' on '{ref}'",
             lambda: self._scan_table(self.table(name, ref), name, ref, columns, filter, snapshot_id)[0].collect(),
@@ -92,7 +93,7 @@ class TableReads:
         """
         return self._retrying(
             f"table '{name}' on '{ref}'",
-            lambda: self._scan_table(self.table(name, ref), name, ref, columns, filter, snapshot_id, ordered=False)[0],
+            lambda: self._scan_table(self.table(name, ref), name, ref, columns, filter, snapshot_id)[0],
         )
 
     def read_table(
@@ -113,7 +114,7 @@ class TableReads:
         lazy = kind is pl.LazyFrame
 
         def read() -> pl.DataFrame | pl.LazyFrame | pa.Table:
-            frame, schema = self._scan_table(table, name, ref, columns, filter, None, ordered=not lazy)
+            frame, schema = self._scan_table(table, name, ref, columns, filter, None)
             if lazy:
                 return frame
             return _to_arrow(frame, schema) if kind is pa.Table else frame.collect()
@@ -128,15 +129,13 @@ class TableReads:
         columns: Sequence[str] | None,
         filter: FilterLike,
         snapshot_id: int | None,
-        *,
-        ordered: bool = True,
     ) -> tuple[pl.LazyFrame, Schema]:
         """The lazy read of `table` (table `name` on `ref`) with the filter and projection pushed into the scan of the
-        planned files, and the Iceberg schema of what it returns (columns in table order if `ordered`)."""
+        planned files, and the Iceberg schema of what it returns (columns in the order `columns` names them)."""
         context = f"table '{name}' on '{ref}': "
         snapshot = _snapshot(table, snapshot_id, name, ref)
         schema = _scanned_schema(table, snapshot)
-        selected = _selected(schema, columns, context, ordered)
+        selected = _selected(schema, columns, context)
         unbound, bound = prepare_filter(schema, filter, context=context)
         plan = plan_read(table, snapshot, schema, unbound)
         lazy = lazy_scan(plan, self._polars_storage_options())
@@ -144,7 +143,9 @@ class TableReads:
             lazy = lazy.filter(to_polars(bound, schema))
         if selected is None:
             return lazy, schema
-        return lazy.select(selected), schema.select(*selected)
+        # a select only reorders column references (no copy); `Schema.select` would keep table order
+        fields = [schema.find_field(c) for c in selected]
+        return lazy.select(selected), Schema(*fields, schema_id=schema.schema_id)
 
     def _polars_storage_options(self) -> dict[str, str] | None:
         """The S3 settings of this lakehouse in Polars' terms, so `AWS_*` variables cannot redirect a scan."""
@@ -186,8 +187,9 @@ def _scanned_schema(table: Table, snapshot: Snapshot | None) -> Schema:
     return table.schema()
 
 
-def _selected(schema: Schema, columns: Sequence[str] | None, context: str, ordered: bool) -> list[str] | None:
-    """The columns to return (a column asked for twice is read once, as the CLI does), or None for all."""
+def _selected(schema: Schema, columns: Sequence[str] | None, context: str) -> list[str] | None:
+    """The columns to return, in the order asked for (a column asked for twice comes once, where first named, as the
+    CLI does), or None for all."""
     if columns is None:
         return None
     if isinstance(columns, str):
@@ -196,6 +198,5 @@ def _selected(schema: Schema, columns: Sequence[str] | None, context: str, order
     missing = [c for c in columns if c not in known]
     if missing:
         raise ColumnNotFound(f"{context}no column {', '.join(map(repr, missing))}; columns are: {', '.join(known)}")
-    wanted = list(dict.fromkeys(columns))
-    return [c for c in known if c in wanted] if ordered else wanted
+    return list(dict.fromkeys(columns))
 

@@ -23,7 +23,10 @@ class SchemaPlan:
 
 
 def plan_schema(table_name: str, branch: str, current: Schema, data: pa.Table, replace: bool) -> SchemaPlan:
-    """Reconcile `data` with the table schema; `replace` may drop or retype columns, append may only add or widen."""
+    """Reconcile `data` with the table schema; `replace` may drop or retype columns, append may only add or widen
+    (and only when the data is recognisably rows of this table: `check_overlap`)."""
+    if not replace:
+        check_overlap(table_name, branch, current, data.schema)
     incoming = _pyarrow_to_schema_without_ids(data.schema)
     plan = SchemaPlan(data=data)
     casts: dict[str, pa.DataType] = {}
@@ -70,6 +73,34 @@ def plan_schema(table_name: str, branch: str, current: Schema, data: pa.Table, r
         target = pa.schema([pa.field(f.name, casts.get(f.name, f.type), True) for f in data.schema])
         plan.data = data.cast(target)
     return plan
+
+
+def check_overlap(table_name: str, branch: str, current: Schema, data: pa.Schema) -> None:
+    """Refuse rows added to a table (append, `where=` replace, upsert) that are not recognisably its rows.
+
+    The rule: the data must share at least one column with the table, and when it adds new columns it must carry at
+    least half of the table's columns. Otherwise a file written to the wrong table would silently widen it (a trips
+    file appended to `taxi.zones` added 18 columns); `SchemaMismatch` names both column lists instead.
+    """
+    table_columns = [f.name for f in current.fields]
+    shared = [name for name in data.names if name in table_columns]
+    added = [name for name in data.names if name not in table_columns]
+    if shared and (not added or 2 * len(shared) >= len(table_columns)):
+        return
+    if not shared:
+        why = "the data shares no column with the table"
+    else:
+        why = (
+            f"the data adds {len(added)} column{'s' if len(added) != 1 else ''} ({', '.join(added)}) but carries only "
+            f"{len(shared)} of the table's {len(table_columns)} columns ({', '.join(shared)}); adding columns needs at "
+            f"least half of the table's columns ({(len(table_columns) + 1) // 2})"
+        )
+    raise SchemaMismatch(
+        f"cannot add rows to table '{table_name}' on branch '{branch}': {why}. Table columns: "
+        f"{', '.join(table_columns)}; data columns: {', '.join(data.names)}. Is this the right table? Rename the "
+        f"data's columns to the table's, write it to a table of its own, or replace the table with mode='replace'; "
+        f"nothing was written"
+    )
 
 
 def promotes(narrow, wide) -> bool:
