@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from dagster_lakehouse.notebook.errors import NotebookLoadError
 from dagster_lakehouse.notebook.loader import load_notebook_assets
-from dagster_lakehouse.notebook.spec import Input, ModelSpec, model
+from dagster_lakehouse.notebook.inputs import Input
+from dagster_lakehouse.notebook.spec import ModelSpec, model
 
 if TYPE_CHECKING:
     from dagster_lakehouse.notebook.component import NotebookComponent
