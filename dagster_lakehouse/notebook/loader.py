@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from dagster_lakehouse.lakehouse.names import split_table_name
 from dagster_lakehouse.notebook.errors import NotebookLoadError
 from dagster_lakehouse.notebook.importer import import_notebook
+from dagster_lakehouse.notebook.imports import check_imports
 from dagster_lakehouse.notebook.pep723 import ScriptMetadata, check_environment, read_script_metadata
 from dagster_lakehouse.notebook.source import FunctionSource, read_notebook_source
 from dagster_lakehouse.notebook.inputs import LOAD_AS_KEY, Input
@@ -137,6 +138,7 @@ def _notebook_models(path: Path, key_prefix: str | None, group_name: str | None)
     source = read_notebook_source(path)
     script = read_script_metadata(source.text, path)
     check_environment(script, path)
+    check_imports(source)
     module = import_notebook(path, source.text)
     is_marimo = any(
         type(value).__name__ == "App" and type(value).__module__.startswith("marimo")
