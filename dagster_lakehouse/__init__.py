@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     )
     from dagster_lakehouse.notebook.component import NotebookComponent
     from dagster_lakehouse.notebook.errors import NotebookLoadError
+    from dagster_lakehouse.notebook.explore import load_inputs
     from dagster_lakehouse.notebook.loader import load_notebook_assets
     from dagster_lakehouse.notebook.spec import Input, model
 
@@ -46,6 +47,7 @@ _LAZY = {
     "NotebookComponent": "dagster_lakehouse.notebook.component",
     "NotebookLoadError": "dagster_lakehouse.notebook.errors",
     "load_notebook_assets": "dagster_lakehouse.notebook.loader",
+    "load_inputs": "dagster_lakehouse.notebook.explore",
     "LakehouseResource": "dagster_lakehouse.dagster",
     "LakehouseIOManager": "dagster_lakehouse.dagster",
     "branch_partitions": "dagster_lakehouse.dagster",
@@ -68,6 +70,7 @@ __all__ = [
     "NotebookComponent",
     "NotebookLoadError",
     "load_notebook_assets",
+    "load_inputs",
     "LakehouseResource",
     "LakehouseIOManager",
     "branch_partitions",

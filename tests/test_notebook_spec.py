@@ -72,8 +72,10 @@ def test_input_copies_the_column_list():
     assert spec.columns == ["a"]
 
 
-@pytest.mark.parametrize("table", ["trips", "taxi.trips.extra", "taxi.", ".trips", "taxi.trip-s", "1taxi.trips", ""])
-def test_input_table_must_be_namespace_dot_table(table):
+@pytest.mark.parametrize(
+    "table", ["trip-s", "1trips", "taxi.trips.extra", "taxi.", ".trips", "taxi.trip-s", "1taxi.trips", ""]
+)
+def test_input_table_must_be_namespace_dot_table_or_a_model_name(table):
     with pytest.raises(NotebookLoadError, match="namespace.table|must start with a letter"):
         Input(table)
 
@@ -107,8 +109,8 @@ def test_model_rejects_bad_options():
     def f(trips):
         return trips
 
-    with pytest.raises(NotebookLoadError, match="materialization='upsert'"):
-        model(materialization="upsert")(f)  # type: ignore[arg-type]
+    with pytest.raises(NotebookLoadError, match="materialization='merge'"):
+        model(materialization="merge")(f)  # type: ignore[arg-type]
     with pytest.raises(NotebookLoadError, match="inputs names 'zones', which is not a parameter"):
         model(inputs={"zones": Input("taxi.zones")})(f)
     with pytest.raises(NotebookLoadError, match=r"must be Input\('namespace.table'"):

@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from dagster_lakehouse.notebook.errors import NotebookLoadError
+from dagster_lakehouse.notebook.explore import load_inputs
 from dagster_lakehouse.notebook.loader import load_notebook_assets
-from dagster_lakehouse.notebook.spec import Input, ModelSpec, model
+from dagster_lakehouse.notebook.inputs import Input
+from dagster_lakehouse.notebook.spec import ModelSpec, model
 
 if TYPE_CHECKING:
     from dagster_lakehouse.notebook.component import NotebookComponent
@@ -20,6 +22,7 @@ __all__ = [
     "ModelSpec",
     "NotebookComponent",
     "NotebookLoadError",
+    "load_inputs",
     "load_notebook_assets",
     "model",
 ]

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 
 from dagster_lakehouse.notebook.errors import NotebookLoadError
+from dagster_lakehouse.notebook.load_types import check_annotation
 
 if TYPE_CHECKING:
     from dagster_lakehouse.notebook.loader import NotebookModel, Upstream
@@ -26,10 +27,10 @@ def build_assets(
     tables: dict[tuple[str, str], dg.AssetSpec] = {}
     assets: list[dg.AssetsDefinition | dg.AssetSpec] = []
     for m in models:
-        for upstream in upstreams[m.name]:
+        for upstream in upstreams[m.table]:
             if upstream.parent is None and upstream.key not in tables:
                 tables[upstream.key] = _table_spec(upstream.table, io_manager_key)
-        assets.append(_model_asset(m, upstreams[m.name], io_manager_key))
+        assets.append(_model_asset(m, upstreams[m.table], io_manager_key))
     return [*tables.values(), *assets]
 
 
@@ -46,10 +47,7 @@ def _table_spec(table: str, io_manager_key: str) -> dg.AssetSpec:
 
 def _model_asset(m: NotebookModel, upstreams: list[Upstream], io_manager_key: str) -> dg.AssetsDefinition:
     """Wrap the model function in a compute function with its signature, so Dagster sees its types."""
-    ins = {
-        u.parameter: dg.AssetIn(key=list(u.key), metadata=(u.input.metadata or None) if u.input else None)
-        for u in upstreams
-    }
+    ins = {u.parameter: dg.AssetIn(key=list(u.key), metadata=u.metadata or None) for u in upstreams}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)  # code references are beta, and exactly what the UI links
         code_references = dg.CodeReferencesMetadataValue(
@@ -64,6 +62,10 @@ def _model_asset(m: NotebookModel, upstreams: list[Upstream], io_manager_key: st
         "lakehouse/dependencies": list(m.script.dependencies),
         "dagster/code_references": code_references,
     }
+    if m.spec.key is not None:
+        metadata["lakehouse/key"] = list(m.spec.key)
+    if m.spec.overwrite_filter is not None:
+        metadata["lakehouse/overwrite_filter"] = m.spec.overwrite_filter
     if m.spec.partition_column is not None:
         column = m.spec.partition_column
         metadata["lakehouse/partition_column"] = column if isinstance(column, str) else dict(column)
@@ -81,7 +83,7 @@ def _model_asset(m: NotebookModel, upstreams: list[Upstream], io_manager_key: st
             io_manager_key=io_manager_key,
             partitions_def=m.spec.partitions,
             automation_condition=m.spec.automation_condition,
-        )(_compute_function(m, io_manager_key))
+        )(_compute_function(m, upstreams, io_manager_key))
     except NotebookLoadError:
         raise
     except Exception as exc:
@@ -90,7 +92,7 @@ def _model_asset(m: NotebookModel, upstreams: list[Upstream], io_manager_key: st
         ) from exc
 
 
-def _compute_function(m: NotebookModel, io_manager_key: str) -> Callable[..., Any]:
+def _compute_function(m: NotebookModel, upstreams: list[Upstream], io_manager_key: str) -> Callable[..., Any]:
     """A function that calls the model with its inputs and returns its result, with the model's annotations.
 
     Before the model's body runs, a lakehouse IO manager resolves the step's branch and refuses a write that could
@@ -104,6 +106,9 @@ def _compute_function(m: NotebookModel, io_manager_key: str) -> Callable[..., An
             path=m.notebook,
             line=m.line,
         ) from exc
+    for upstream in upstreams:
+        if upstream.load_as is not None:
+            check_annotation(m, upstream.parameter, upstream.load_as, hints.get(upstream.parameter))
     signature = inspect.signature(function)
     parameters = [
         inspect.Parameter("context", inspect.Parameter.POSITIONAL_OR_KEYWORD),

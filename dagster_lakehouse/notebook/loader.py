@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any
 from dagster_lakehouse.lakehouse.names import split_table_name
 from dagster_lakehouse.notebook.errors import NotebookLoadError
 from dagster_lakehouse.notebook.importer import import_notebook
+from dagster_lakehouse.notebook.imports import check_imports
 from dagster_lakehouse.notebook.pep723 import ScriptMetadata, check_environment, read_script_metadata
 from dagster_lakehouse.notebook.source import FunctionSource, read_notebook_source
-from dagster_lakehouse.notebook.spec import Input, ModelSpec, model_spec
+from dagster_lakehouse.notebook.inputs import LOAD_AS_KEY, Input
+from dagster_lakehouse.notebook.spec import ModelSpec, model_spec
 
 if TYPE_CHECKING:
     from dagster import AssetsDefinition, AssetSpec
@@ -54,6 +56,10 @@ class NotebookModel:
     def location(self) -> str:
         return f"{self.notebook}:{self.line}"
 
+    def parameter_line(self, parameter: str) -> int:
+        """The line declaring `parameter`: its `Input`, else the parameter itself."""
+        return self.source.parameter_lines.get(parameter, self.line)
+
 
 @dataclass(frozen=True)
 class Upstream:
@@ -63,10 +69,19 @@ class Upstream:
     key: tuple[str, str]
     input: Input | None
     parent: NotebookModel | None
+    load_as: str | None = None
 
     @property
     def table(self) -> str:
         return ".".join(self.key)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The `AssetIn` metadata: the `Input`'s columns, filter and partition column, and the type it loads as."""
+        metadata = self.input.metadata if self.input is not None else {}
+        if self.load_as is not None:
+            metadata[LOAD_AS_KEY] = self.load_as
+        return metadata
 
 
 def load_notebook_assets(
@@ -87,9 +102,11 @@ def load_notebook_assets(
                 f"{what}={value!r}: must start with a letter or '_' and hold only letters, digits and '_'"
             )
     models = [m for path in _notebook_paths(paths) for m in _notebook_models(path, key_prefix, group_name)]
-    by_name = _index_by_name(models)
-    by_table = {m.table: m for m in models}
-    upstreams = {m.name: _upstreams(m, by_name, by_table) for m in models}
+    by_table = _index_by_table(models)
+    by_name: dict[str, list[NotebookModel]] = {}
+    for m in models:
+        by_name.setdefault(m.name, []).append(m)
+    upstreams = {m.table: _upstreams(m, by_name, by_table) for m in models}
     _check_acyclic(models, upstreams)
 
     from dagster_lakehouse.notebook.assets import build_assets
@@ -121,6 +138,7 @@ def _notebook_models(path: Path, key_prefix: str | None, group_name: str | None)
     source = read_notebook_source(path)
     script = read_script_metadata(source.text, path)
     check_environment(script, path)
+    check_imports(source)
     module = import_notebook(path, source.text)
     is_marimo = any(
         type(value).__name__ == "App" and type(value).__module__.startswith("marimo")
@@ -157,62 +175,117 @@ def _notebook_models(path: Path, key_prefix: str | None, group_name: str | None)
     return sorted(found.values(), key=lambda m: m.line)
 
 
-def _index_by_name(models: list[NotebookModel]) -> dict[str, NotebookModel]:
-    by_name: dict[str, NotebookModel] = {}
+def _index_by_table(models: list[NotebookModel]) -> dict[str, NotebookModel]:
+    """Models by the table they write; two models may share a name only in different namespaces."""
+    by_table: dict[str, NotebookModel] = {}
     for m in models:
-        other = by_name.get(m.name)
+        other = by_table.get(m.table)
         if other is not None:
             raise NotebookLoadError(
-                f"two models are named {m.name!r}: this one and the one at {other.location}; "
-                "rename one (or pass @model(name=...))",
+                f"two models are named {m.name!r} and would both write table {m.table!r}: this one and the one at "
+                f"{other.location}; rename one (or pass @model(name=...) or @model(key_prefix=...))",
                 path=m.notebook,
                 line=m.line,
             )
-        by_name[m.name] = m
-    return by_name
+        by_table[m.table] = m
+    return by_table
 
 
 def _upstreams(
-    m: NotebookModel, by_name: dict[str, NotebookModel], by_table: dict[str, NotebookModel]
+    m: NotebookModel, by_name: dict[str, list[NotebookModel]], by_table: dict[str, NotebookModel]
 ) -> list[Upstream]:
-    """Resolve each parameter: its `Input` table (a model's or an external one), else the model it names."""
+    """Resolve each parameter: what its `Input` names (a model's table, a bare model name, or an external table),
+    else the model named like the parameter."""
     upstreams: list[Upstream] = []
-    for parameter in inspect.signature(m.function).parameters:
-        declared = m.spec.inputs.get(parameter)
-        if declared is not None:
+    for parameter in inspect.signature(m.function).parameters.values():
+        declared = m.spec.inputs.get(parameter.name)
+        load_as = declared.load_as if declared is not None and declared.load_as else m.spec.load_as
+        if declared is not None and not declared.is_model_name:
             parent = by_table.get(declared.table)
             key = parent.key if parent is not None else split_table_name(declared.table)
-            upstreams.append(Upstream(parameter, key, declared, parent))
+            upstreams.append(Upstream(parameter.name, key, declared, parent, load_as))
             continue
-        parent = by_name.get(parameter)
-        if parent is None:
-            known = ", ".join(sorted(by_name)) or "none"
-            raise NotebookLoadError(
-                f"model {m.name!r}: parameter {parameter!r} is not a model in the loaded notebooks "
-                f"(models: {known}); to read a lakehouse table declare it: "
-                f"@model(inputs={{{parameter!r}: Input('namespace.table')}})",
-                path=m.notebook,
-                line=m.line,
-            )
-        upstreams.append(Upstream(parameter, parent.key, None, parent))
+        name = declared.table if declared is not None else parameter.name
+        parent = _model_named(m, parameter, name, declared, by_name)
+        upstreams.append(Upstream(parameter.name, parent.key, declared, parent, load_as))
+    _check_one_read_per_table(m, upstreams)
     return upstreams
+
+
+def _check_one_read_per_table(m: NotebookModel, upstreams: list[Upstream]) -> None:
+    """Dagster keeps one `AssetIn` metadata per asset a step reads: two parameters reading one table differently
+    would silently get the same columns, filter and type, so that is refused."""
+    seen: dict[tuple[str, str], Upstream] = {}
+    for upstream in upstreams:
+        other = seen.setdefault(upstream.key, upstream)
+        if other is not upstream and other.metadata != upstream.metadata:
+            raise NotebookLoadError(
+                f"model {m.name!r}: parameters {other.parameter!r} and {upstream.parameter!r} read table "
+                f"{upstream.table!r} with different columns, filter or load_as, and a Dagster asset reads each "
+                "upstream asset once; read it in one parameter and select or filter in the function body",
+                path=m.notebook,
+                line=m.parameter_line(upstream.parameter),
+            )
+
+
+def _model_named(
+    m: NotebookModel,
+    parameter: inspect.Parameter,
+    name: str,
+    declared: Input | None,
+    by_name: dict[str, list[NotebookModel]],
+) -> NotebookModel:
+    """The one loaded model called `name` that `parameter` of `m` reads; none or several is an error."""
+    candidates = by_name.get(name, [])
+    line = m.parameter_line(parameter.name)
+    what = f"Input({name!r})" if declared is not None else f"parameter {parameter.name!r}"
+    if len(candidates) > 1:
+        listed = ", ".join(f"table {c.table!r} at {c.location}" for c in candidates)
+        raise NotebookLoadError(
+            f"model {m.name!r}: {what} names model {name!r}, which several loaded notebooks define ({listed}); "
+            f"say which by its table: Input({candidates[0].table!r})",
+            path=m.notebook,
+            line=line,
+        )
+    if candidates:
+        return candidates[0]
+    known = ", ".join(sorted(by_name)) or "none"
+    if declared is not None:
+        raise NotebookLoadError(
+            f"{what} (parameter {parameter.name!r} of model {m.name!r}) names no model of the loaded notebooks "
+            f"(models: {known}); a lakehouse table is named 'namespace.table', e.g. Input('namespace.{name}')",
+            path=m.notebook,
+            line=line,
+        )
+    ignored = (
+        f"; its default value {parameter.default!r} is not an Input(...), so it was ignored"
+        if parameter.default is not inspect.Parameter.empty
+        else ""
+    )
+    raise NotebookLoadError(
+        f"model {m.name!r}: parameter {parameter.name!r} is not a model in the loaded notebooks (models: {known})"
+        f"{ignored}; to read a lakehouse table declare it: {parameter.name}=Input('namespace.table') as its default "
+        f"value, or @model(inputs={{{parameter.name!r}: Input('namespace.table')}})",
+        path=m.notebook,
+        line=line,
+    )
 
 
 def _check_acyclic(models: list[NotebookModel], upstreams: dict[str, list[Upstream]]) -> None:
     """Depth-first search over model parents; a back edge is a cycle, reported with every member's location."""
     state: dict[str, str] = {}
     for root in models:
-        if root.name in state:
+        if root.table in state:
             continue
-        state[root.name] = "active"
+        state[root.table] = "active"
         path = [root]
-        stack = [iter(upstreams[root.name])]
+        stack = [iter(upstreams[root.table])]
         while stack:
             for upstream in stack[-1]:
                 parent = upstream.parent
-                if parent is None or state.get(parent.name) == "done":
+                if parent is None or state.get(parent.table) == "done":
                     continue
-                if state.get(parent.name) == "active":
+                if state.get(parent.table) == "active":
                     cycle = path[path.index(parent) :]
                     chain = " -> ".join(c.name for c in [*cycle, parent])
                     places = ", ".join(f"{c.name} at {c.location}" for c in cycle)
@@ -221,10 +294,10 @@ def _check_acyclic(models: list[NotebookModel], upstreams: dict[str, list[Upstre
                         path=parent.notebook,
                         line=parent.line,
                     )
-                state[parent.name] = "active"
+                state[parent.table] = "active"
                 path.append(parent)
-                stack.append(iter(upstreams[parent.name]))
+                stack.append(iter(upstreams[parent.table]))
                 break
             else:
                 stack.pop()
-                state[path.pop().name] = "done"
+                state[path.pop().table] = "done"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dagster_lakehouse.notebook.errors import NotebookLoadError
@@ -22,6 +22,9 @@ class FunctionSource:
     text: str
     is_app_function: bool
     has_model_decorator: bool
+    parameter_lines: dict[str, int] = field(default_factory=dict, compare=False, hash=False)
+    """Per parameter, the line of its `Input` (default value or `inputs=` entry), else of the parameter itself."""
+    node: ast.FunctionDef | ast.AsyncFunctionDef | None = field(default=None, compare=False, hash=False, repr=False)
 
     @property
     def code_version(self) -> str:
@@ -36,6 +39,7 @@ class NotebookSource:
     path: Path
     text: str
     functions: dict[int, FunctionSource]
+    tree: ast.Module = field(compare=False, repr=False)
 
 
 def read_notebook_source(path: Path) -> NotebookSource:
@@ -85,8 +89,33 @@ def read_notebook_source(path: Path) -> NotebookSource:
             text="".join(lines[first_line - 1 : node.end_lineno]),
             is_app_function=is_app_function,
             has_model_decorator=has_model,
+            parameter_lines=_parameter_lines(node, [d for d, k in zip(node.decorator_list, kinds) if k == "model"]),
+            node=node,
         )
-    return NotebookSource(path=path, text=text, functions=functions)
+    return NotebookSource(path=path, text=text, functions=functions, tree=tree)
+
+
+def _parameter_lines(node: ast.FunctionDef | ast.AsyncFunctionDef, model_decorators: list[ast.expr]) -> dict[str, int]:
+    """Where each parameter is declared: its `inputs={...}` entry, else its default value, else the parameter."""
+    arguments = node.args
+    positional = [*arguments.posonlyargs, *arguments.args]
+    defaults: list[ast.expr | None] = [None] * (len(positional) - len(arguments.defaults)) + list(arguments.defaults)
+    lines = {
+        arg.arg: (default.lineno if default is not None else arg.lineno)
+        for arg, default in [*zip(positional, defaults), *zip(arguments.kwonlyargs, arguments.kw_defaults)]
+    }
+    for decorator in model_decorators:
+        for keyword in decorator.keywords if isinstance(decorator, ast.Call) else []:
+            if keyword.arg != "inputs":
+                continue
+            value = keyword.value
+            if isinstance(value, ast.Dict):
+                for key, entry in zip(value.keys, value.values):
+                    if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                        lines[key.value] = entry.lineno
+            elif isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "dict":
+                lines.update({k.arg: k.value.lineno for k in value.keywords if k.arg})
+    return lines
 
 
 def _app_names(tree: ast.Module) -> set[str]:

@@ -1,4 +1,4 @@
-"""`@model` and `Input`: mark notebook functions as assets without changing how marimo runs them."""
+"""`@model`: mark notebook functions as assets without changing how marimo runs them (`Input` is in `inputs.py`)."""
 
 from __future__ import annotations
 
@@ -9,85 +9,21 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from pyiceberg.expressions.parser import parse as parse_filter_expression
-
-from dagster_lakehouse.lakehouse.errors import InvalidTableName
-from dagster_lakehouse.lakehouse.names import split_table_name
 from dagster_lakehouse.notebook.errors import NotebookLoadError
+from dagster_lakehouse.notebook.inputs import Input, LoadAs, check_filter, check_load_as
 
 if TYPE_CHECKING:
     from dagster import AutomationCondition, PartitionsDefinition
 
 MODEL_ATTRIBUTE = "__lakehouse_model__"
-MATERIALIZATIONS = ("replace", "append")
+MATERIALIZATIONS = ("replace", "append", "upsert")
 RESERVED_PARAMETERS = frozenset({"context"})
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
-Materialization = Literal["replace", "append"]
+Materialization = Literal["replace", "append", "upsert"]
 F = TypeVar("F", bound=Callable[..., Any])
 
-
-@dataclass(frozen=True)
-class Input:
-    """A lakehouse table a model parameter reads, with the columns and row filter pushed down.
-
-    `partition_column`: for a partitioned model reading an unpartitioned raw table, the table's column that
-    holds the partition (e.g. `pickup_datetime` for daily partitions): the run then reads only its partition's rows.
-    """
-
-    table: str
-    columns: list[str] | None = None
-    filter: str | None = None
-    partition_column: str | None = None
-
-    def __post_init__(self) -> None:
-        try:
-            split_table_name(self.table)
-        except InvalidTableName as exc:
-            raise NotebookLoadError(f"Input({self.table!r}): {exc}") from None
-        if self.partition_column is not None and (not isinstance(self.partition_column, str) or not self.partition_column):
-            raise NotebookLoadError(
-                f"Input({self.table!r}): partition_column must be a column name, not {self.partition_column!r}"
-            )
-        if self.columns is not None:
-            if isinstance(self.columns, str) or not isinstance(self.columns, Sequence):
-                raise NotebookLoadError(
-                    f"Input({self.table!r}): columns must be a list of column names, "
-                    f"not {type(self.columns).__name__} {self.columns!r}"
-                )
-            bad = [c for c in self.columns if not isinstance(c, str) or not c]
-            if bad:
-                raise NotebookLoadError(f"Input({self.table!r}): column names must be non-empty strings, got {bad!r}")
-            object.__setattr__(self, "columns", list(self.columns))
-        if self.filter is not None:
-            if not isinstance(self.filter, str):
-                raise NotebookLoadError(
-                    f"Input({self.table!r}): filter must be a string such as "
-                    f"\"pickup_datetime >= '2024-01-01'\", not {type(self.filter).__name__}"
-                )
-            try:
-                parse_filter_expression(self.filter)
-            except Exception as exc:
-                raise NotebookLoadError(
-                    f"Input({self.table!r}): cannot parse filter {self.filter!r} ({_parse_problem(exc)}); "
-                    "expected e.g. \"pickup_datetime >= '2024-01-01' and PULocationID in (1, 2)\""
-                ) from None
-
-    def __hash__(self) -> int:
-        columns = tuple(self.columns) if self.columns is not None else None
-        return hash((self.table, columns, self.filter, self.partition_column))
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        """The `AssetIn` metadata the IO manager reads: only the keys that were set."""
-        metadata: dict[str, Any] = {}
-        if self.columns is not None:
-            metadata["columns"] = list(self.columns)
-        if self.filter is not None:
-            metadata["filter"] = self.filter
-        if self.partition_column is not None:
-            metadata["lakehouse/partition_column"] = self.partition_column
-        return metadata
+__all__ = ["Input", "ModelSpec", "model", "model_spec"]
 
 
 @dataclass(frozen=True)
@@ -105,6 +41,9 @@ class ModelSpec:
     partition_column: str | Mapping[str, str] | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     automation_condition: AutomationCondition | None = None
+    key: tuple[str, ...] | None = None
+    overwrite_filter: str | None = None
+    load_as: LoadAs | None = None
 
 
 @overload
@@ -125,6 +64,9 @@ def model(
     partition_column: str | Mapping[str, str] | None = None,
     metadata: Mapping[str, Any] | None = None,
     automation_condition: AutomationCondition | None = None,
+    key: Sequence[str] | None = None,
+    overwrite_filter: str | None = None,
+    load_as: LoadAs | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -143,19 +85,40 @@ def model(
     partition_column: str | Mapping[str, str] | None = None,
     metadata: Mapping[str, Any] | None = None,
     automation_condition: AutomationCondition | None = None,
+    key: Sequence[str] | None = None,
+    overwrite_filter: str | None = None,
+    load_as: LoadAs | None = None,
 ) -> F | Callable[[F], F]:
     """Mark a notebook function as a Dagster asset; it returns the very same function, so marimo runs it unchanged.
 
-    Place it below `@app.function`. Each parameter is either another model (by name) or a lakehouse
-    table given in `inputs` as `Input("namespace.table", columns=[...], filter="...")`. A model with
-    time `partitions` names the column holding the partition in `partition_column` (a dict of dimension ->
-    column for multi-partitions), so a run overwrites only its partition's rows. `metadata` adds asset metadata.
-    `automation_condition` (e.g. `dg.AutomationCondition.eager()`) lets Dagster's automation materialize the model.
+    Place it below `@app.function`. Each parameter is another model (by name), or what an
+    `Input("namespace.table" or "model_name", columns=[...], filter="...")` names, given as the parameter's default
+    value or in `inputs`. `load_as` ("polars", "lazy", "arrow", "pandas") picks the type of every input (an
+    `Input(load_as=...)` wins). `materialization` is "replace", "append" or "upsert" (on the `key` columns);
+    `overwrite_filter` makes a replace overwrite only the rows it matches. A model with time `partitions` names the
+    column holding the partition in `partition_column` (a dict of dimension -> column for multi-partitions), so a run
+    overwrites only its partition's rows. `metadata` adds asset metadata. `automation_condition` (e.g.
+    `dg.AutomationCondition.eager()`) lets Dagster's automation materialize the model.
     """
     if materialization not in MATERIALIZATIONS:
         raise NotebookLoadError(
             f"@model(materialization={materialization!r}): expected one of {', '.join(map(repr, MATERIALIZATIONS))}"
         )
+    key_columns = _checked_key(key, materialization)
+    if overwrite_filter is not None:
+        if materialization != "replace":
+            raise NotebookLoadError(
+                f"@model(overwrite_filter=..., materialization={materialization!r}): overwrite_filter replaces the rows "
+                "it matches, so it goes only with materialization='replace'; drop one of them"
+            )
+        if partitions is not None:
+            raise NotebookLoadError(
+                "@model(overwrite_filter=..., partitions=...): a partitioned model already overwrites only its "
+                "partition's rows (partition_column=...); drop overwrite_filter"
+            )
+        check_filter(overwrite_filter, "@model(overwrite_filter=...)", "overwrite_filter")
+    if load_as is not None:
+        check_load_as(load_as, "@model(load_as=...)")
     if name is not None:
         _check_name(name, "name")
     if key_prefix is not None:
@@ -211,6 +174,9 @@ def model(
             ),
             metadata=MappingProxyType(dict(metadata or {})),
             automation_condition=automation_condition,
+            key=key_columns,
+            overwrite_filter=overwrite_filter,
+            load_as=load_as,
         )
         setattr(function, MODEL_ATTRIBUTE, spec)
         return function
@@ -224,15 +190,29 @@ def model_spec(obj: object) -> ModelSpec | None:
     return spec if isinstance(spec, ModelSpec) else None
 
 
-def _parse_problem(exc: Exception) -> str:
-    """A short description of a filter parse failure (pyparsing's own message lists its whole grammar)."""
-    column = getattr(exc, "col", None)
-    text = getattr(exc, "line", None)
-    if isinstance(column, int) and isinstance(text, str):
-        rest = text[column - 1 :]
-        return f"unexpected text at column {column}: {rest!r}" if rest else "unexpected end of the filter"
-    message = str(exc)
-    return message if len(message) <= 200 else message[:200] + "..."
+def _checked_key(key: object, materialization: str) -> tuple[str, ...] | None:
+    """The upsert key columns: required for, and only for, materialization='upsert'."""
+    if key is None:
+        if materialization == "upsert":
+            raise NotebookLoadError(
+                "@model(materialization='upsert') needs key=[...]: the columns that identify a row "
+                "(rows whose key exists are updated, the others inserted), e.g. key=['trip_id']"
+            )
+        return None
+    if materialization != "upsert":
+        raise NotebookLoadError(
+            f"@model(key=..., materialization={materialization!r}): key names the columns an upsert matches rows on; "
+            "use materialization='upsert' or drop key"
+        )
+    if isinstance(key, str) or not isinstance(key, Sequence) or not key:
+        raise NotebookLoadError(f"@model(key=...): expected a non-empty list of column names, got {key!r}")
+    bad = [c for c in key if not isinstance(c, str) or not c]
+    if bad:
+        raise NotebookLoadError(f"@model(key=...): column names must be non-empty strings, got {bad!r}")
+    twice = sorted({c for c in key if list(key).count(c) > 1})
+    if twice:
+        raise NotebookLoadError(f"@model(key=...): column {', '.join(map(repr, twice))} is listed twice")
+    return tuple(key)
 
 
 def _check_name(value: object, what: str) -> None:
@@ -256,7 +236,8 @@ def _check_automation_condition(condition: object, model_name: str) -> None:
 
 
 def _checked_inputs(function: Callable[..., Any], inputs: Mapping[str, Any]) -> dict[str, Input]:
-    """Check the function's parameters can be asset inputs and every `inputs` entry names one of them."""
+    """Check the function's parameters can be asset inputs and every `inputs` entry names one of them; a parameter
+    whose default value is an `Input` (bauplan style) is declared by it, exactly as through `inputs`."""
     where = f"@model on {function.__name__}()"
     if inspect.iscoroutinefunction(function) or inspect.isgeneratorfunction(function):
         raise NotebookLoadError(f"{where}: a model must be a plain function that returns its data")
@@ -281,4 +262,13 @@ def _checked_inputs(function: Callable[..., Any], inputs: Mapping[str, Any]) -> 
                 f"not {type(spec).__name__} {spec!r}"
             )
         checked[parameter_name] = spec
-    return checked
+    for parameter in parameters.values():
+        if not isinstance(parameter.default, Input):
+            continue
+        if parameter.name in checked:
+            raise NotebookLoadError(
+                f"{where}: parameter {parameter.name!r} is declared twice, by its default value "
+                f"{parameter.default!r} and by @model(inputs={{{parameter.name!r}: ...}}); keep one of them"
+            )
+        checked[parameter.name] = parameter.default
+    return {name: checked[name] for name in parameters if name in checked}
