@@ -11,6 +11,7 @@ seed data by hand.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import subprocess
 import sys
 import warnings
@@ -25,7 +26,7 @@ import pytest
 
 import dagster_lakehouse.dagster as layer
 from dagster_lakehouse import Lakehouse
-from dagster_lakehouse.notebook import NotebookLoadError, load_notebook_assets
+from dagster_lakehouse.notebook import NotebookLoadError, load_inputs, load_notebook_assets
 from dagster_lakehouse.notebook import bauplan as compat
 
 HERE = Path(__file__).parent / "notebooks" / "bauplan"
@@ -133,6 +134,17 @@ def test_the_port_materializes_in_dagster(backend) -> None:
         top = lakehouse.read("bauplan.top_pickup_locations", ref="dev").to_pandas()
         pd.testing.assert_frame_equal(top, expected_top(), check_dtype=False)
         assert not lakehouse.exists("bauplan.top_pickup_locations", ref="main")  # the branch is isolated
+
+        # an exploratory cell gets a model's inputs as the model does, from a branch, without repeating them
+        notebook = importlib.util.module_from_spec(spec := importlib.util.spec_from_file_location("bauplan_taxi", PORTED))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            spec.loader.exec_module(notebook)
+        frames = load_inputs(notebook.trips_and_zones, ref="dev", lakehouse=lakehouse)
+        assert {k: (type(v), v.num_rows) for k, v in frames.items()} == {"trips": (pa.Table, 6), "zones": (pa.Table, 3)}
+        assert notebook.trips_and_zones(**frames).to_pydict() == lakehouse.read_arrow("bauplan.trips_and_zones", ref="dev").to_pydict()
+        (data,) = load_inputs(notebook.top_pickup_locations, ref="dev", lakehouse=lakehouse).values()
+        assert data.num_rows == joined.height  # the model's input is the other model's table on the branch
     finally:
         lakehouse.close()
 
