@@ -287,6 +287,12 @@ BAD_FILTERS = [
     pytest.param("(" * 10_000, InvalidFilter, "cannot parse", id="10k-parentheses"),
     pytest.param(" or ".join(["day = 'a'"] * 1000) + " or", InvalidFilter, "cannot parse", id="10k-trailing-or"),
     pytest.param(42, InvalidFilter, "must be a string", id="not-a-string"),
+    pytest.param(
+        "ts >= '2024-01-01T00:00:00-05:00' AND day = 'a'",
+        InvalidFilter,
+        "column 'ts' is timestamp \\(no time zone\\).*filter=\"ts >= '2024-01-01T00:00:00' AND day = 'a'\"",
+        id="offset-on-naive-timestamp",
+    ),
 ]
 
 
@@ -492,6 +498,63 @@ BAD_WRITES = [
         InvalidWrite,
         "message",
         id="nul-in-message",
+    ),
+    pytest.param(
+        lambda lh: lh.write("t.trips", pl.DataFrame({"zone": ["z"], "n": [1]}), branch="dev", mode="append"),
+        SchemaMismatch,
+        "shares no column with the table. Table columns: day, x, ts; data columns: zone, n",
+        id="append-sharing-no-column",
+    ),
+    pytest.param(
+        lambda lh: lh.write("t.trips", pl.LazyFrame({"zone": ["z"]}), branch="dev", where="day = 'a'"),
+        SchemaMismatch,
+        "shares no column",
+        id="lazy-where-sharing-no-column",
+    ),
+    pytest.param(
+        lambda lh: lh.write("t.trips", pl.DataFrame({"x": [9], "zone": ["z"], "n": [1]}), branch="dev", mode="append"),
+        SchemaMismatch,
+        "carries only 1 of the table's 3 columns",
+        id="append-adding-columns-with-too-few",
+    ),
+    pytest.param(
+        lambda lh: lh.write("t.trips", TRIPS, branch="dev", mode="upsert"), InvalidWrite, "needs key", id="upsert-no-key"
+    ),
+    pytest.param(
+        lambda lh: lh.write("t.trips", TRIPS, branch="dev", mode="upsert", key=["nope"]),
+        ColumnNotFound,
+        "key column 'nope' is not a column of the data",
+        id="upsert-key-not-in-data",
+    ),
+    pytest.param(
+        lambda lh: lh.write("t.trips", TRIPS.with_columns(k=pl.lit(1)), branch="dev", mode="upsert", key=["k"]),
+        InvalidWrite,
+        "on more than one row",
+        id="upsert-duplicate-keys",
+    ),
+    pytest.param(
+        lambda lh: lh.write("x.new", TRIPS, branch="dev", mode="upsert", key=["day"]),
+        InvalidWrite,
+        "on more than one row",
+        id="upsert-duplicate-keys-new-table",
+    ),
+    pytest.param(
+        lambda lh: lh.write("t.trips", TRIPS.with_columns(k=pl.Series([1, 2, 3])), branch="dev", mode="upsert", key=["k"]),
+        ColumnNotFound,
+        "key column 'k' is not a column of the table",
+        id="upsert-key-not-in-table",
+    ),
+    pytest.param(
+        lambda lh: lh.write("t.trips", TRIPS.drop("ts"), branch="dev", mode="upsert", key=["x"]),
+        SchemaMismatch,
+        "every column of the table; it lacks ts",
+        id="upsert-lacking-a-column",
+    ),
+    pytest.param(
+        lambda lh: lh.write("t.trips", TRIPS.lazy(), branch="dev", mode="upsert", key=["x"], where="x = 1"),
+        InvalidWrite,
+        "takes no where",
+        id="upsert-with-where",
     ),
     pytest.param(
         lambda lh: lh.write("t.trips", TRIPS, branch="main"), ProtectedBranchError, "'main' is protected", id="main"

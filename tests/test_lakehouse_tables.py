@@ -146,7 +146,7 @@ def test_errors_name_table_column_and_ref(lh: Lakehouse) -> None:
     with pytest.raises(InvalidTableName, match="namespace.table"):
         lh.write("trips", trips(), branch="dev")
     with pytest.raises(ValueError, match=r"table 'taxi.trips' on branch 'dev': write mode must be"):
-        lh.write("taxi.trips", trips(), branch="dev", mode="upsert")
+        lh.write("taxi.trips", trips(), branch="dev", mode="merge")
 
 
 def test_main_is_protected_unless_allowed(lh: Lakehouse) -> None:
