@@ -198,3 +198,25 @@ def test_an_upsert_whose_keys_main_also_wrote_is_a_conflict(lh: Lakehouse, on_ma
         lh.merge("feature", into="main")
     assert caught.value.tables == ["t.items"] and "both changed rows where" in str(caught.value)
     assert lh.table("t.items").metadata_location == before
+
+
+def test_concurrent_upserts_of_overlapping_keys_lose_and_double_nothing(lh: Lakehouse) -> None:
+    """Four writers upsert the same ten keys and five of their own at once: every key once, the shared ones all
+    from the last writer to commit (each loser matched again on the table the winner left)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    lh.write("t.items", rows(list(range(10)), 0), branch="dev")
+
+    def upsert(writer: int) -> int:
+        own = list(range(100 * writer, 100 * writer + 5))
+        data = rows(list(range(10)) + own, 0).with_columns(n=pl.lit(writer, dtype=pl.Int64))
+        return lh.write("t.items", data, branch="dev", mode="upsert", key=KEY).attempts
+
+    with ThreadPoolExecutor(4) as pool:
+        attempts = list(pool.map(upsert, range(1, 5)))
+    got = lh.read("t.items", ref="dev")
+    assert got.height == 10 + 4 * 5 and got["id"].is_duplicated().sum() == 0
+    for writer in range(1, 5):
+        assert got.filter(pl.col("id") // 100 == writer)["n"].to_list() == [writer] * 5
+    assert set(got.filter(pl.col("id") < 10)["n"]) <= {1, 2, 3, 4} and len(set(got.filter(pl.col("id") < 10)["n"])) == 1
+    assert sum(attempts) >= 4

@@ -250,7 +250,7 @@ class Lakehouse(BranchOps, TableReads, Timeline):
                 message=message or f"upsert {name}",
                 run_id=run_id,
             )
-            return finish_write(self, commit, branch, allow_main, payload, mode)
+            return finish_write(self, commit, branch, allow_main, mode)
         commit = WriteCommit(
             self.engine,
             catalog,
@@ -266,7 +266,7 @@ class Lakehouse(BranchOps, TableReads, Timeline):
             run_id=run_id,
             storage_options=self._polars_storage_options(),
         )
-        return finish_write(self, commit, branch, allow_main, payload, mode if where is None else "overwrite")
+        return finish_write(self, commit, branch, allow_main, mode if where is None else "overwrite")
 
     def _check_where(self, catalog: RefCatalog, name: str, data: WriteData, where: FilterLike, context: str) -> None:
         """Parse and bind `where` (to the table, or for a new table to the data) and refuse rows outside it (those of

@@ -17,7 +17,6 @@ from dagster_lakehouse.lakehouse.writes import WriteCommit
 
 if TYPE_CHECKING:
     from dagster_lakehouse.lakehouse.core import Lakehouse
-    from dagster_lakehouse.lakehouse.write_data import WriteData
 
 __all__ = ["WriteResult", "finish_write"]
 
@@ -43,10 +42,11 @@ class WriteResult:
 
 
 def finish_write(
-    lakehouse: Lakehouse, commit: WriteCommit | UpsertCommit, branch: str, allow_main: bool, data: WriteData, mode: str
+    lakehouse: Lakehouse, commit: WriteCommit | UpsertCommit, branch: str, allow_main: bool, mode: str
 ) -> WriteResult:
     """Run a write's commit and describe it (an upsert that changes no row commits nothing: the table as it is).
-    The rows are counted from `data` after the commit: streamed data counts them as the commit reads it."""
+
+    Streamed data counts its rows as the commit writes them, so they are read from the commit's data afterwards."""
     name = commit.name
     try:
         pointers = lakehouse._retrying(commit.what, commit.run)  # storage I/O is all before the pointer transaction
@@ -70,7 +70,7 @@ def finish_write(
         table=name,
         branch=branch,
         snapshot_id=snapshot.snapshot_id if snapshot else None,
-        rows=data.rows,
+        rows=commit.data.rows,
         mode=mode,
         metadata_location=table.metadata_location,
         commit_id=commit.commit_id or "",
