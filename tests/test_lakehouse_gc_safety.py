@@ -168,8 +168,10 @@ def test_a_commit_failing_for_good_drops_its_lease(lakehouse, monkeypatch) -> No
 
 def test_a_write_retried_after_a_storage_error_keeps_its_lease_for_the_files_it_reuses(local_backend, monkeypatch) -> None:
     """The retry reuses the Parquet files of the failed run: they stay protected because the lease (and the time it
-    started) outlives the failure. Local files have exact modification times, so no skew margin hides a mistake."""
-    monkeypatch.setattr(gc, "CLOCK_SKEW", timedelta(0))
+    started) outlives the failure. The skew margin is only the 20 ms of the kernel's coarse file-time clock (a file
+    written just after the lease began may carry a time a few ms before it), and the retry starts 200 ms after the
+    files were written, so a lease begun anew by the retry would leave them unprotected and fail the test."""
+    monkeypatch.setattr(gc, "CLOCK_SKEW", timedelta(milliseconds=20))
     lh = Lakehouse(local_backend.catalog_uri, local_backend.warehouse)
     lh.create_branch("dev")
     lh.write("w.t", pl.DataFrame({"x": [1]}), branch="dev")
@@ -179,6 +181,7 @@ def test_a_write_retried_after_a_storage_error_keeps_its_lease_for_the_files_it_
         if step == "staged" and len(seen) < 2:
             seen.append([(lease.id, lease.started_at) for lease in leases(lh)])
             if len(seen) == 1:
+                time.sleep(0.2)
                 raise ConnectionError("connection refused")  # transient: the caller runs the commit again
             time.sleep(0.05)
             collected.extend(lh.gc(older_than=timedelta(0), force=True))
