@@ -20,7 +20,6 @@ from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.expressions import AlwaysFalse, And, BooleanExpression, EqualTo, In, Or
 from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible, _dataframe_to_data_files, schema_to_pyarrow
 from pyiceberg.manifest import DataFile
-from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC
 from pyiceberg.table import DataScan, Table, Transaction
 from pyiceberg.table import upsert_util
 
@@ -31,7 +30,7 @@ from dagster_lakehouse.lakehouse.filters import filter_string, prepare_filter
 from dagster_lakehouse.lakehouse.history import op_props
 from dagster_lakehouse.lakehouse.schema import plan_schema
 from dagster_lakehouse.lakehouse.write_data import InMemoryData, WriteData
-from dagster_lakehouse.lakehouse.writes import append_files, delete_rows, write_properties
+from dagster_lakehouse.lakehouse.writes import append_files, create_transaction, delete_rows, write_properties
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
@@ -178,13 +177,7 @@ class UpsertCommit(CatalogCommit):
         return add_log_entry(conn, self.ref, "write", self.message, pointers, run_id=self.run_id)
 
     def _create(self) -> Transaction:
-        tx = self.catalog.create_table_transaction(
-            self.name, schema=self.data.schema, partition_spec=UNPARTITIONED_PARTITION_SPEC
-        )
-        if self.partition_by:
-            with tx.update_spec() as spec:
-                for column in self.partition_by:
-                    spec.add_identity(column)
+        tx = create_transaction(self.catalog, self.name, self.data.schema, self.partition_by)
         self.rows_updated, self.rows_inserted = 0, self.data.rows
         append_files(tx, self._data_files(tx, self.data.table), {**self.props, **op_props("append")})
         return tx

@@ -80,6 +80,18 @@ def delete_rows(tx: Transaction, row_filter: Any, props: dict[str, str]) -> bool
     return any(isinstance(update, AddSnapshotUpdate) for update in tx._updates[before:])
 
 
+def create_transaction(
+    catalog: RefCatalog, name: str, schema: pa.Schema, partition_by: Sequence[str] | None
+) -> Transaction:
+    """The transaction creating table `name` with `schema`, partitioned by identity on `partition_by` (if any)."""
+    tx = catalog.create_table_transaction(name, schema=schema, partition_spec=UNPARTITIONED_PARTITION_SPEC)
+    if partition_by:
+        with tx.update_spec() as spec:
+            for column in partition_by:
+                spec.add_identity(column)
+    return tx
+
+
 class WriteCommit(CatalogCommit):
     """Write `data` to one table of a branch; `where` scopes a replace to the matching rows (streamed data is checked
     against it chunk by chunk, as it is written; data in memory was checked before)."""
@@ -146,13 +158,7 @@ class WriteCommit(CatalogCommit):
 
     def _create(self) -> Transaction:
         self._started = True
-        tx = self.catalog.create_table_transaction(
-            self.name, schema=self.data.schema, partition_spec=UNPARTITIONED_PARTITION_SPEC
-        )
-        if self.partition_by:
-            with tx.update_spec() as spec:
-                for column in self.partition_by:
-                    spec.add_identity(column)
+        tx = create_transaction(self.catalog, self.name, self.data.schema, self.partition_by)
         self._append(tx, self.data.schema, {**self.props, **op_props("append")})
         return tx
 
