@@ -5,15 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from dagster_lakehouse.lakehouse.errors import LakehouseError, MergeConflict, WriteConflict
+from dagster_lakehouse.lakehouse.errors import LakehouseError, LakehouseIOError, MergeConflict, WriteConflict
+
+__all__ = ["BranchResolutionError", "LakehouseIOError", "naming"]
 
 
 class BranchResolutionError(LakehouseError, ValueError):
     """A run's branch cannot be decided (e.g. its partitions name several branches)."""
-
-
-class LakehouseIOError(LakehouseError, TypeError):
-    """The IO manager was handed or asked for a value it cannot store or produce."""
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from pyiceberg.table import Table
 
 from dagster_lakehouse.dagster.branch import step_context_of
 from dagster_lakehouse.dagster.errors import LakehouseIOError, naming
-from dagster_lakehouse.dagster.frames import LOAD_AS_KEY, FrameHandler, input_handler, output_handler
+from dagster_lakehouse.frames import LOAD_AS_KEY, FrameHandler, input_handler, output_handler
 from dagster_lakehouse.dagster.lineage import declared_input_columns
 from dagster_lakehouse.dagster.metadata import write_metadata
 from dagster_lakehouse.dagster.resource import LakehouseResource

@@ -9,6 +9,10 @@ class LakehouseError(Exception):
     """Base class of every error this package raises on purpose."""
 
 
+class LakehouseIOError(LakehouseError, TypeError):
+    """A model or the IO manager was handed or asked for a value it cannot store or produce (`frames`)."""
+
+
 class InvalidRefName(LakehouseError, ValueError):
     """A branch or tag name breaks git's ref-name rules."""
 

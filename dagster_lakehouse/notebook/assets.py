@@ -69,10 +69,27 @@ def _model_asset(m: NotebookModel, upstreams: list[Upstream], io_manager_key: st
     if m.spec.partition_column is not None:
         column = m.spec.partition_column
         metadata["lakehouse/partition_column"] = column if isinstance(column, str) else dict(column)
+    if m.isolated:
+        metadata["lakehouse/isolated"] = True
+        if m.spec.partitions is not None:
+            raise NotebookLoadError(
+                f"model {m.name!r}: an isolated notebook's models cannot be partitioned yet; run this notebook "
+                "in-process (drop `isolated`), or drop `partitions` and filter by a run's config",
+                path=m.notebook,
+                line=m.line,
+            )
     try:
+        if m.isolated:
+            from dagster_lakehouse.isolation.step import isolated_compute
+
+            reads = {"deps": [dg.AssetDep(list(key)) for key in dict.fromkeys(u.key for u in upstreams)]}
+            compute = isolated_compute(m, upstreams, io_manager_key)
+        else:
+            reads = {"ins": ins}
+            compute = _compute_function(m, upstreams, io_manager_key)
         return dg.asset(
             key=list(m.key),
-            ins=ins,
+            **reads,
             description=m.spec.description or inspect.getdoc(m.function),
             code_version=m.source.code_version,
             kinds=MODEL_KINDS,
@@ -83,7 +100,7 @@ def _model_asset(m: NotebookModel, upstreams: list[Upstream], io_manager_key: st
             io_manager_key=io_manager_key,
             partitions_def=m.spec.partitions,
             automation_condition=m.spec.automation_condition,
-        )(_compute_function(m, upstreams, io_manager_key))
+        )(compute)
     except NotebookLoadError:
         raise
     except Exception as exc:

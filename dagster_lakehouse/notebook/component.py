@@ -37,28 +37,44 @@ class NotebookComponent(dg.Component, dg.Model, dg.Resolvable):
     )
     allow_main: bool = Field(default=False, description="Allow runs to write to the protected branch 'main'.")
     wap: bool = Field(default=False, description="Write-audit-publish: every run builds on its own branch.")
+    isolated: bool | list[str] = Field(
+        default=False,
+        description="Run models in the environment their notebook declares (PEP 723 header, or a pyproject.toml in "
+        "its folder or above), built with uv and cached, through Dagster Pipes: true for every notebook, or a list of "
+        "notebook files or globs (relative to this defs.yaml) to isolate. Their packages need not be installed in "
+        "the code location.",
+    )
 
-    def notebook_paths(self, folder: Path) -> list[Path]:
-        """The notebook files `path` names, relative to `folder` unless absolute; a glob matching nothing is an error."""
-        pattern = Path(self.path).expanduser()
+    def notebook_paths(self, folder: Path, path: str | None = None) -> list[Path]:
+        """The notebook files `path` (default: the `path` field) names, relative to `folder` unless absolute; a glob
+        matching nothing is an error."""
+        path = self.path if path is None else path
+        pattern = Path(path).expanduser()
         if not pattern.is_absolute():
             pattern = Path(os.path.normpath(folder / pattern))
-        if not any(c in self.path for c in "*?["):
+        if not any(c in path for c in "*?["):
             return [pattern]
         anchor = Path(pattern.anchor)
         matches = sorted(p for p in anchor.glob(str(pattern.relative_to(anchor))) if p.is_file())
         if not matches:
-            raise NotebookLoadError(f"NotebookComponent: no notebook matches {self.path!r} in {folder}")
+            raise NotebookLoadError(f"NotebookComponent: no notebook matches {path!r} in {folder}")
         return matches
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         """Load the notebooks' assets and bind them to a lakehouse IO manager on the configured branch."""
         from dagster_lakehouse.dagster import LakehouseIOManager, LakehouseResource
 
+        folder = Path(context.path)
+        isolated = (
+            self.isolated
+            if isinstance(self.isolated, bool)
+            else [p for pattern in self.isolated for p in self.notebook_paths(folder, pattern)]
+        )
         assets = load_notebook_assets(
-            self.notebook_paths(Path(context.path)),
+            self.notebook_paths(folder),
             key_prefix=self.key_prefix,
             group_name=self.group_name,
+            isolated=isolated,
         )
         lakehouse = LakehouseResource(
             catalog_uri=self.catalog_uri,

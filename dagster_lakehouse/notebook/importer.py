@@ -8,9 +8,11 @@ import linecache
 import re
 import sys
 from pathlib import Path
+from contextlib import nullcontext
 from types import ModuleType, TracebackType
 
 from dagster_lakehouse.notebook.errors import NotebookLoadError
+from dagster_lakehouse.notebook.placeholders import placeholders_for_missing
 
 
 def module_name_for(path: Path) -> str:
@@ -20,8 +22,11 @@ def module_name_for(path: Path) -> str:
     return f"_lakehouse_notebook_{stem}_{digest}"
 
 
-def import_notebook(path: Path, text: str) -> ModuleType:
+def import_notebook(path: Path, text: str, *, placeholders: bool = False) -> ModuleType:
     """Import the notebook (whose source is `text`) without running its cells; errors name file:line.
+
+    `placeholders`: modules the notebook imports that are not installed here become placeholders (an isolated
+    notebook's packages are in its own environment, not the code location's).
 
     The module runs from `text` itself rather than through a cached .pyc, so the functions Dagster gets are
     exactly the source that was parsed and hashed, and no __pycache__ lands beside the notebook.
@@ -38,7 +43,8 @@ def import_notebook(path: Path, text: str) -> ModuleType:
         sys.path.insert(0, folder)  # as marimo does, so the notebook can import modules beside it
     sys.modules[name] = module
     try:
-        exec(compile(text, str(path), "exec", dont_inherit=True), module.__dict__)
+        with placeholders_for_missing(str(path)) if placeholders else nullcontext():
+            exec(compile(text, str(path), "exec", dont_inherit=True), module.__dict__)
     except NotebookLoadError as exc:
         sys.modules.pop(name, None)
         located = exc.located(path, _line_in(path, exc.__traceback__))

@@ -41,8 +41,9 @@ def notebook_imports(source: NotebookSource) -> list[ImportedModule]:
     return found
 
 
-def check_imports(source: NotebookSource) -> None:
-    """Raise one error naming every module the notebook imports that this environment cannot find, and the fix."""
+def check_imports(source: NotebookSource, *, fix: str | None = None) -> None:
+    """Raise one error naming every module the notebook imports that this environment cannot find, and the fix
+    (`fix`: how to declare it, when the default advice, install it into the code location, does not apply)."""
     folder = str(source.path.parent)
     added = folder not in sys.path
     if added:
@@ -57,12 +58,14 @@ def check_imports(source: NotebookSource) -> None:
     first = missing[0]
     others = "".join(f"; also module {m.name!r} (line {m.line}, {m.by})" for m in missing[1:])
     names = list(dict.fromkeys(m.name for m in missing))
+    advice = fix or (
+        f"Declare the package that provides it in a PEP 723 header at the top of the notebook ('# /// script', "
+        f"'# dependencies = [{', '.join(repr(n) for n in names)}]', '# ///'; the package name may differ from the "
+        f"module's) and install it into the code location's environment, e.g. `pip install {' '.join(names)}`"
+    )
     raise NotebookLoadError(
         f"module {first.name!r}, imported by {first.by}, is not installed in this environment: the run would fail "
-        f"with ModuleNotFoundError{others}. Declare the package that provides it in a PEP 723 header at the top of "
-        f"the notebook ('# /// script', '# dependencies = [{', '.join(repr(n) for n in names)}]', '# ///'; "
-        "the package name may differ from the module's) and install it into the code location's environment, "
-        f"e.g. `pip install {' '.join(names)}`",
+        f"with ModuleNotFoundError{others}. {advice}",
         path=source.path,
         line=first.line,
     )

@@ -35,6 +35,8 @@ class NotebookModel:
     namespace: str
     group_name: str
     script: ScriptMetadata
+    isolated: bool = False
+    """Runs in the environment its notebook declares (`isolation`), not in the code location's."""
 
     @property
     def name(self) -> str:
@@ -90,18 +92,28 @@ def load_notebook_assets(
     key_prefix: str | None = None,
     group_name: str | None = None,
     io_manager_key: str = "io_manager",
+    isolated: bool | Sequence[str | Path] = False,
 ) -> list[AssetsDefinition | AssetSpec]:
     """Import marimo notebooks without running their cells and return their models as Dagster assets.
 
     Each model becomes an asset keyed `[key_prefix or notebook stem, model name]` (the lakehouse table it
     writes); each lakehouse table a model reads becomes an external `AssetSpec`, so lineage reaches the raw data.
+
+    `isolated`: True, or the notebooks (paths) whose models run in the environment their PEP 723 header (or their
+    folder's `pyproject.toml`) declares, built with uv and reached through Dagster Pipes; a header's
+    `[tool.dagster-lakehouse] isolated = true` isolates its notebook too. Their packages need not be installed here.
     """
     for value, what in ((key_prefix, "key_prefix"), (group_name, "group_name")):
         if value is not None and (not isinstance(value, str) or not _NAME.match(value)):
             raise NotebookLoadError(
                 f"{what}={value!r}: must start with a letter or '_' and hold only letters, digits and '_'"
             )
-    models = [m for path in _notebook_paths(paths) for m in _notebook_models(path, key_prefix, group_name)]
+    chosen = _isolated_paths(isolated)
+    models = [
+        m
+        for path in _notebook_paths(paths)
+        for m in _notebook_models(path, key_prefix, group_name, isolated is True or path in chosen)
+    ]
     by_table = _index_by_table(models)
     by_name: dict[str, list[NotebookModel]] = {}
     for m in models:
@@ -128,18 +140,33 @@ def _notebook_paths(paths: str | Path | Sequence[str | Path]) -> list[Path]:
     return resolved
 
 
+def _isolated_paths(isolated: bool | Sequence[str | Path]) -> set[Path]:
+    if isinstance(isolated, bool):
+        return set()
+    if isinstance(isolated, str | Path):
+        isolated = [isolated]
+    return {Path(item).expanduser().resolve() for item in isolated}
+
+
 def _sanitized(stem: str) -> str:
     name = re.sub(r"\W", "_", stem)
     return name if _NAME.match(name) else f"_{name}"
 
 
-def _notebook_models(path: Path, key_prefix: str | None, group_name: str | None) -> list[NotebookModel]:
-    """Check the notebook's header and source, import it, and collect the functions `@model` marked."""
+def _notebook_models(
+    path: Path, key_prefix: str | None, group_name: str | None, isolated: bool = False
+) -> list[NotebookModel]:
+    """Check the notebook's header and source, import it, and collect the functions `@model` marked.
+
+    An isolated notebook's packages are those of its own environment: they are neither checked against nor needed
+    in this one (missing modules become placeholders while it loads)."""
     source = read_notebook_source(path)
     script = read_script_metadata(source.text, path)
-    check_environment(script, path)
-    check_imports(source)
-    module = import_notebook(path, source.text)
+    isolated = isolated or script.isolated
+    if not isolated:
+        check_environment(script, path)
+        check_imports(source)
+    module = import_notebook(path, source.text, placeholders=isolated)
     is_marimo = any(
         type(value).__name__ == "App" and type(value).__module__.startswith("marimo")
         for value in vars(module).values()
@@ -171,6 +198,7 @@ def _notebook_models(path: Path, key_prefix: str | None, group_name: str | None)
             namespace=spec.key_prefix or key_prefix or stem,
             group_name=group_name or stem,
             script=script,
+            isolated=isolated,
         )
     return sorted(found.values(), key=lambda m: m.line)
 

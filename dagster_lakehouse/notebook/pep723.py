@@ -25,6 +25,8 @@ class ScriptMetadata:
     dependencies: tuple[str, ...] = ()
     requires_python: str | None = None
     line: int | None = None
+    isolated: bool = False
+    """`[tool.dagster-lakehouse] isolated = true`: the notebook's models run in the environment this block declares."""
 
 
 def read_script_metadata(text: str, path: str | Path) -> ScriptMetadata:
@@ -51,22 +53,21 @@ def read_script_metadata(text: str, path: str | Path) -> ScriptMetadata:
     requires_python = table.get("requires-python")
     if requires_python is not None and not isinstance(requires_python, str):
         raise NotebookLoadError("the '# /// script' header's `requires-python` must be a string", path=path, line=line)
-    return ScriptMetadata(tuple(dependencies), requires_python, line)
+    tool = table.get("tool", {}).get("dagster-lakehouse", {}) if isinstance(table.get("tool"), dict) else {}
+    isolated = tool.get("isolated", False) if isinstance(tool, dict) else False
+    if not isinstance(isolated, bool):
+        raise NotebookLoadError(
+            "the '# /// script' header's `[tool.dagster-lakehouse] isolated` must be true or false", path=path, line=line
+        )
+    return ScriptMetadata(tuple(dependencies), requires_python, line, isolated)
 
 
 def check_environment(script: ScriptMetadata, path: str | Path) -> None:
     """Raise one error listing every declared dependency that is missing or has the wrong version."""
     problems: list[str] = []
-    if script.requires_python:
-        try:
-            python_ok = SpecifierSet(script.requires_python).contains(platform.python_version(), prereleases=True)
-        except InvalidSpecifier as exc:
-            problems.append(f"requires-python {script.requires_python!r} is invalid: {exc}")
-        else:
-            if not python_ok:
-                problems.append(
-                    f"requires Python {script.requires_python} but this is Python {platform.python_version()}"
-                )
+    python = python_problem(script.requires_python)
+    if python:
+        problems.append(python)
     for dependency in script.dependencies:
         problem = _dependency_problem(dependency)
         if problem:
@@ -79,6 +80,19 @@ def check_environment(script: ScriptMetadata, path: str | Path) -> None:
             path=path,
             line=script.line,
         )
+
+
+def python_problem(requires_python: str | None) -> str | None:
+    """Why this Python does not satisfy `requires_python` (invalid, or another version); None when it does."""
+    if not requires_python:
+        return None
+    try:
+        python_ok = SpecifierSet(requires_python).contains(platform.python_version(), prereleases=True)
+    except InvalidSpecifier as exc:
+        return f"requires-python {requires_python!r} is invalid: {exc}"
+    if not python_ok:
+        return f"requires Python {requires_python} but this is Python {platform.python_version()}"
+    return None
 
 
 def _dependency_problem(dependency: str) -> str | None:

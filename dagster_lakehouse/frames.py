@@ -1,4 +1,6 @@
-"""One handler per kind of frame the IO manager reads and writes (Dagster's `TypeHandler` idea).
+"""One handler per kind of frame the IO manager and isolated model runs read and write (Dagster's `TypeHandler` idea).
+
+Free of Dagster, so a model running in its notebook's own environment reads and writes exactly as in-process.
 
 A handler says how an input of its kind is read (which `Lakehouse` method, then any conversion) and how an output of
 its kind becomes what `Lakehouse.write` takes. Inputs pick theirs by input metadata `load_as`, else by the
@@ -16,8 +18,8 @@ import polars as pl
 import pyarrow as pa
 from pyiceberg.table import Table
 
-from dagster_lakehouse.dagster.errors import LakehouseIOError
 from dagster_lakehouse.lakehouse.core import Lakehouse
+from dagster_lakehouse.lakehouse.errors import LakehouseIOError
 from dagster_lakehouse.lakehouse.filters import FilterLike
 
 __all__ = ["HANDLERS", "LOAD_AS_KEY", "FrameHandler", "input_handler", "output_handler"]
