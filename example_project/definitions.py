@@ -20,6 +20,8 @@ from dagster_lakehouse.dagster import (
 )
 
 NOTEBOOK = Path(__file__).parent / "notebooks" / "taxi.py"
+REPORT_NOTEBOOK = Path(__file__).parent / "notebooks" / "zone_report.py"
+"""Runs isolated (its header says `isolated = true`): in the environment its header declares, through Dagster Pipes."""
 TRIPS_AND_ZONES = dg.AssetKey(["taxi", "trips_and_zones"])
 STATS = dg.AssetKey(["taxi", "stats_by_taxi_zones"])
 
@@ -27,7 +29,7 @@ lakehouse = LakehouseResource(branch="dev")
 """Local `.lakehouse/` unless LAKEHOUSE_CATALOG_URI/LAKEHOUSE_WAREHOUSE say otherwise; runs default to `dev` (run
 config `resources.lakehouse.config.branch`, the run tag `lakehouse/branch` or a branch partition choose another)."""
 
-notebook_assets = load_notebook_assets(NOTEBOOK)
+notebook_assets = load_notebook_assets([NOTEBOOK, REPORT_NOTEBOOK])
 
 
 @dg.asset_check(asset=TRIPS_AND_ZONES, blocking=True, description="Every trip found its pickup zone.")

@@ -223,7 +223,7 @@ def wait_until(predicate: Any, timeout: float, what: str) -> Any:
 def start_dagster_dev(root: Path, trips: int = 20_000, timeout: float = 180) -> DagsterDev:
     """Seed a lakehouse under `root`, then start `dagster dev -w workspace.yaml` bound to 127.0.0.1."""
     lakehouse_path = root / "lakehouse"
-    env = {"LAKEHOUSE_PATH": str(lakehouse_path)}
+    env = {"LAKEHOUSE_PATH": str(lakehouse_path), "DAGSTER_LAKEHOUSE_ENVIRONMENTS": str(root / "environments")}
     subprocess.run(
         [sys.executable, "-m", "example_project.seed", "--trips", str(trips)],
         cwd=REPO,

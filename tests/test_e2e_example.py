@@ -4,6 +4,7 @@ check main; in Chromium, the lineage and an asset page that shows `main`'s versi
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 from collections.abc import Iterator
@@ -115,6 +116,36 @@ def test_branches_become_partitions_and_a_branch_partition_runs_on_its_branch(da
         boroughs = lh.read("taxi.borough_summary", ref="report-branch")
         assert boroughs.height == 5
         assert lh.snapshot_id("taxi.borough_summary", "main") == main_summary
+
+
+def test_an_isolated_notebook_runs_in_the_environment_its_header_declares(dagster_dev: DagsterDev) -> None:
+    """`zone_report.py` declares `humanize`, which the code location does not have: its model runs in the environment
+    of its PEP 723 header (built by the run with uv, in the server's environment cache) and writes the run's branch."""
+    assert importlib.util.find_spec("humanize") is None
+    report = ["taxi", "zone_report"]
+    run_id = dagster_dev.launch(
+        "__ASSET_JOB", {"lakehouse/branch": "isolated-run"}, asset_selection=[["taxi", "trips_and_zones"], STATS, report]
+    )
+    assert dagster_dev.wait_for_run(run_id) == "SUCCESS", dagster_dev.log_path.read_text()[-3000:]
+    with Lakehouse.local(dagster_dev.lakehouse_path) as lh:
+        table = lh.read("taxi.zone_report", ref="isolated-run")
+        assert table.height == 10 and table["trips_in_words"].null_count() == 0
+        assert table["mean_fare_text"].str.starts_with("$").all()
+        assert not lh.exists("taxi.zone_report", ref="main")
+    entries = dagster_dev.graphql(
+        """query($key: AssetKeyInput!) { assetOrError(assetKey: $key) { ... on Asset {
+            assetMaterializations(limit: 1) { runId metadataEntries { label
+                ... on TextMetadataEntry { text } ... on IntMetadataEntry { intValue }
+                ... on BoolMetadataEntry { boolValue } ... on JsonMetadataEntry { jsonString } } } } } }""",
+        {"key": {"path": report}},
+    )["assetOrError"]["assetMaterializations"][0]
+    assert entries["runId"] == run_id
+    by_label = {e["label"]: e for e in entries["metadataEntries"]}
+    assert by_label["dagster/row_count"]["intValue"] == 10
+    assert by_label["lakehouse/branch"]["text"] == "isolated-run"
+    assert "humanize==4.9.0" in by_label["lakehouse/environment_packages"]["jsonString"]
+    environment = by_label["lakehouse/environment"]["text"]
+    assert (dagster_dev.lakehouse_path.parent / "environments" / "envs" / environment / "bin" / "python").exists()
 
 
 def test_write_audit_publish_is_merged_by_the_sensor_daemon(dagster_dev: DagsterDev) -> None:
