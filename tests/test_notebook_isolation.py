@@ -359,3 +359,50 @@ def test_a_folder_lock_pins_the_environment(tmp_path, home, seeded):
     result = dg.materialize(load_notebook_assets(path, isolated=True), resources={"io_manager": io_manager_for(seeded)})
     packages = materialization(result, ["locked", "locked"]).metadata["lakehouse/environment_packages"].value
     assert f"{PACKAGE}==1.0.0" in packages["packages"]
+
+
+@pytest.mark.parametrize("isolated", [True, ["rev*.py"]])
+def test_the_component_isolates_every_notebook_or_those_listed(tmp_path, isolated):
+    import shutil
+
+    import yaml
+    from dagster.components.testing import create_defs_folder_sandbox
+
+    notebooks = Path(__file__).parent / "notebooks"
+    with create_defs_folder_sandbox() as sandbox:
+        folder = sandbox.defs_folder_path / "notebooks"
+        folder.mkdir()
+        shutil.copy(notebooks / "taxi.py", folder / "taxi.py")
+        shutil.copy(notebooks / "revenue.py", folder / "revenue.py")
+        attributes = {"path": "*.py", "branch": "dev", "lakehouse_path": str(tmp_path / "lh"), "isolated": isolated}
+        (folder / "defs.yaml").write_text(yaml.safe_dump({"type": "dagster_lakehouse.NotebookComponent", "attributes": attributes}))
+        with sandbox.load_component_and_build_defs(defs_path=folder) as (_, defs):
+            flags = {
+                key.to_user_string(): defs.resolve_assets_def(key).specs_by_key[key].metadata.get("lakehouse/isolated", False)
+                for key in (dg.AssetKey(["taxi", "trips_and_zones"]), dg.AssetKey(["finance", "revenue_share"]))
+            }
+    assert flags == {"taxi/trips_and_zones": isolated is True, "finance/revenue_share": True}
+
+
+def test_a_header_naming_dagster_lakehouse_uses_this_installation(tmp_path, home, seeded):
+    path = notebook(tmp_path, "own", version_model("own", "1.0.0"), header=[f"{PACKAGE}==1.0.0", "dagster-lakehouse>=0.1"])
+    result = dg.materialize(load_notebook_assets(path, isolated=True), resources={"io_manager": io_manager_for(seeded)})
+    packages = materialization(result, ["own", "own"]).metadata["lakehouse/environment_packages"].value["packages"]
+    assert not any(p.startswith("dagster-lakehouse") for p in packages)  # linked from the code location, not installed
+
+    path.write_text(path.read_text().replace("dagster-lakehouse>=0.1", "dagster-lakehouse>=99"))
+    result = dg.materialize(
+        load_notebook_assets(path, isolated=True), resources={"io_manager": io_manager_for(seeded)}, raise_on_error=False
+    )
+    text = failure_text(result)
+    assert "NotebookEnvironmentError" in text and "dagster-lakehouse>=99" in text and "code location runs dagster-lakehouse" in text
+
+
+def test_requires_python_is_checked_against_the_code_locations_python(tmp_path, home, seeded):
+    path = notebook(tmp_path, "future", version_model("future", "1.0.0"), header=[f"{PACKAGE}==1.0.0"])
+    path.write_text(path.read_text().replace("# ///\n", '# requires-python = ">=3.99"\n# ///\n', 1))
+    result = dg.materialize(
+        load_notebook_assets(path, isolated=True), resources={"io_manager": io_manager_for(seeded)}, raise_on_error=False
+    )
+    text = failure_text(result)
+    assert "requires Python >=3.99" in text and "isolated environments use the code location's Python" in text
