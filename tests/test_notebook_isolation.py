@@ -406,3 +406,35 @@ def test_requires_python_is_checked_against_the_code_locations_python(tmp_path, 
     )
     text = failure_text(result)
     assert "requires Python >=3.99" in text and "isolated environments use the code location's Python" in text
+
+
+def test_an_isolated_model_reads_and_writes_postgresql_and_s3_itself(tmp_path, home, pg_s3_backend):
+    backend = pg_s3_backend
+    lakehouse = Lakehouse(backend.catalog_uri, backend.warehouse, dict(backend.properties))
+    lakehouse.write("raw.trips", pl.DataFrame({"trip_miles": [1.0, 2.0, 4.0]}), branch="main", allow_main=True)
+    path = notebook(tmp_path, "remote", version_model("remote", "1.1.0"), header=[f"{PACKAGE}==1.1.0", "polars"])
+    resource = layer.LakehouseResource(
+        catalog_uri=backend.catalog_uri, warehouse=backend.warehouse, properties=dict(backend.properties), branch="dev"
+    )
+    result = dg.materialize(
+        load_notebook_assets(path, isolated=True), resources={"io_manager": layer.LakehouseIOManager(lakehouse=resource)}
+    )
+    event = materialization(result, ["remote", "remote"])
+    written = lakehouse.read("remote.remote", ref="dev")
+    assert written["version"].unique().to_list() == ["1.1.0"] and written.height == 3
+    assert event.metadata["lakehouse/uri"].value.startswith(backend.warehouse)
+    assert event.tags["dagster/data_version"] == str(lakehouse.table("remote.remote", "dev").current_snapshot().snapshot_id)
+    (entry,) = [c for c in lakehouse.log("dev") if "remote.remote" in c.tables]
+    assert entry.run_id == result.run_id  # the commit log records the run, written by the model's process
+    lakehouse.close()
+
+
+def test_a_write_audit_publish_run_writes_its_own_branch(tmp_path, home, seeded):
+    path = notebook(tmp_path, "audited", version_model("audited", "1.0.0"), header=[f"{PACKAGE}==1.0.0", "polars"])
+    result = dg.materialize(
+        load_notebook_assets(path, isolated=True), resources={"io_manager": io_manager_for(seeded, "dev", wap=True)}
+    )
+    lakehouse = Lakehouse.local(seeded)
+    assert lakehouse.exists("audited.audited", ref=f"wap/{result.run_id}")
+    assert not lakehouse.exists("audited.audited", ref="dev")
+    assert materialization(result, ["audited", "audited"]).metadata["lakehouse/branch"].value == f"wap/{result.run_id}"
