@@ -209,7 +209,7 @@ def test_a_merge_that_only_switches_pointers_needs_no_object_store(
 OPERATIONS: dict[str, tuple[Callable[[Lakehouse], Any], int]] = {
     "write": (lambda lh: lh.write("t.t00", pl.DataFrame({"day": [DAYS[0]], "v": [7]}), branch="b", mode="append"), 4),
     "merge": (lambda lh: lh.merge("b"), 10),
-    "read": (lambda lh: lh.read("t.t00", ref="b"), 2),
+    "read": (lambda lh: lh.read("t.t00", ref="b"), 0),  # from the first request: its metadata may be cached
 }
 
 

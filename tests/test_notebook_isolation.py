@@ -438,3 +438,16 @@ def test_a_write_audit_publish_run_writes_its_own_branch(tmp_path, home, seeded)
     assert lakehouse.exists("audited.audited", ref=f"wap/{result.run_id}")
     assert not lakehouse.exists("audited.audited", ref="dev")
     assert materialization(result, ["audited", "audited"]).metadata["lakehouse/branch"].value == f"wap/{result.run_id}"
+
+
+def test_the_declared_environment_is_part_of_an_isolated_models_code_version(tmp_path, home):
+    path = notebook(tmp_path, "versioned", version_model("versioned", "1.0.0"), header=[f"{PACKAGE}==1.0.0"])
+
+    def code_version() -> str:
+        (asset,) = [a for a in load_notebook_assets(path, isolated=True) if isinstance(a, dg.AssetsDefinition)]
+        return asset.code_versions_by_key[asset.key]
+
+    before = code_version()
+    assert code_version() == before
+    path.write_text(path.read_text().replace(f"{PACKAGE}==1.0.0", f"{PACKAGE}==1.1.0", 1))
+    assert code_version() != before

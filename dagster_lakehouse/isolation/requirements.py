@@ -66,6 +66,21 @@ def declared_environment(
     )
 
 
+def environment_fingerprint(notebook: Path, script: ScriptMetadata) -> str:
+    """What an isolated notebook's environment is declared as, read without uv (the header's requirements, or the
+    folder's `pyproject.toml` and `uv.lock` texts): part of its models' code version, so a changed environment marks
+    them changed in Dagster. Empty when nothing is declared (the run then says so)."""
+    if script.line is not None:
+        return "\n".join([*script.dependencies, script.requires_python or ""])
+    for folder in [notebook.parent, *notebook.parent.parents]:
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file():
+            lock = folder / "uv.lock"
+            texts = [pyproject.read_text(encoding="utf-8"), lock.read_text(encoding="utf-8") if lock.is_file() else ""]
+            return "\n".join(texts)
+    return ""
+
+
 def _from_pyproject(pyproject: Path, export_lock: Callable[[Path], list[str]] | None) -> DeclaredEnvironment:
     try:
         table = tomllib.loads(pyproject.read_text(encoding="utf-8"))

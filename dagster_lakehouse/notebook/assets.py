@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import typing
 import warnings
@@ -78,9 +79,14 @@ def _model_asset(m: NotebookModel, upstreams: list[Upstream], io_manager_key: st
                 path=m.notebook,
                 line=m.line,
             )
+    code_version = m.source.code_version
     try:
         if m.isolated:
+            from dagster_lakehouse.isolation.requirements import environment_fingerprint
             from dagster_lakehouse.isolation.step import isolated_compute
+
+            declared = environment_fingerprint(m.notebook, m.script)
+            code_version = hashlib.sha256(f"{code_version}\n{declared}".encode()).hexdigest()
 
             reads = {"deps": [dg.AssetDep(list(key)) for key in dict.fromkeys(u.key for u in upstreams)]}
             compute = isolated_compute(m, upstreams, io_manager_key)
@@ -91,7 +97,7 @@ def _model_asset(m: NotebookModel, upstreams: list[Upstream], io_manager_key: st
             key=list(m.key),
             **reads,
             description=m.spec.description or inspect.getdoc(m.function),
-            code_version=m.source.code_version,
+            code_version=code_version,
             kinds=MODEL_KINDS,
             owners=list(m.spec.owners) or None,
             tags=dict(m.spec.tags) or None,
