@@ -451,3 +451,9 @@ def test_the_declared_environment_is_part_of_an_isolated_models_code_version(tmp
     assert code_version() == before
     path.write_text(path.read_text().replace(f"{PACKAGE}==1.0.0", f"{PACKAGE}==1.1.0", 1))
     assert code_version() != before
+
+
+def test_isolating_a_notebook_that_is_not_loaded_is_an_error(tmp_path, home):
+    path = notebook(tmp_path, "loaded", version_model("loaded", "1.0.0"), header=[f"{PACKAGE}==1.0.0"])
+    with pytest.raises(NotebookLoadError, match=r"isolated names .*elsewhere\.py, which is not among the notebooks loaded"):
+        load_notebook_assets(path, isolated=[tmp_path / "elsewhere.py"])

@@ -47,7 +47,8 @@ def _table_spec(table: str, io_manager_key: str) -> dg.AssetSpec:
 
 
 def _model_asset(m: NotebookModel, upstreams: list[Upstream], io_manager_key: str) -> dg.AssetsDefinition:
-    """Wrap the model function in a compute function with its signature, so Dagster sees its types."""
+    """Wrap the model function in a compute function with its signature, so Dagster sees its types; an isolated
+    model's compute function instead runs it in its notebook's environment (`isolation.step`), its parents as deps."""
     ins = {u.parameter: dg.AssetIn(key=list(u.key), metadata=u.metadata or None) for u in upstreams}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)  # code references are beta, and exactly what the UI links

@@ -109,10 +109,15 @@ def load_notebook_assets(
                 f"{what}={value!r}: must start with a letter or '_' and hold only letters, digits and '_'"
             )
     chosen = _isolated_paths(isolated)
+    loaded = _notebook_paths(paths)
+    unknown = sorted(str(p) for p in chosen - set(loaded))
+    if unknown:
+        raise NotebookLoadError(
+            f"isolated names {', '.join(unknown)}, which is not among the notebooks loaded "
+            f"({', '.join(str(p) for p in loaded)}): add it to the paths, or fix the name"
+        )
     models = [
-        m
-        for path in _notebook_paths(paths)
-        for m in _notebook_models(path, key_prefix, group_name, isolated is True or path in chosen)
+        m for path in loaded for m in _notebook_models(path, key_prefix, group_name, isolated is True or path in chosen)
     ]
     by_table = _index_by_table(models)
     by_name: dict[str, list[NotebookModel]] = {}
