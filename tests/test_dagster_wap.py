@@ -43,6 +43,7 @@ from dagster_lakehouse.lakehouse.catalog import IcebergTables
 
 TRIPS_SPEC = lakehouse_table_spec("taxi.trips")
 LONG_TRIPS = dg.AssetKey(["taxi", "long_trips"])
+MILEAGE = dg.AssetKey(["taxi", "mileage"])
 MIN_ROWS_ENV = "WAP_TEST_MIN_LONG_TRIPS"
 seen_during_run: dict[str, Any] = {}
 
@@ -328,11 +329,19 @@ def test_failing_non_blocking_check_blocks_the_merge(
     result = _run(instance, local_backend)
     assert result.success
     data = _tick(instance, local_backend)
-    assert data.asset_events == []
     assert store.tables("main") == ["taxi.trips"]
     assert store.has_branch(wap_branch_name(result.run_id))
     reason = _tags(instance, result.run_id)[MERGE_REASON_TAG]
     assert "taxi/long_trips:not_too_many" in reason and "non-blocking" in reason
+    # nothing is published, and Dagster says so: each asset observed as not published, the run marked failed
+    assert all(isinstance(e, dg.AssetObservation) for e in data.asset_events)
+    assert {e.asset_key for e in data.asset_events} == {LONG_TRIPS, MILEAGE}
+    assert all(e.metadata["lakehouse/published"].value is False for e in data.asset_events)
+    assert all(e.metadata["lakehouse/merge_reason"].value == reason for e in data.asset_events)
+    run = instance.get_run_by_id(result.run_id)
+    assert run is not None and run.status == dg.DagsterRunStatus.FAILURE
+    (failure,) = instance.all_logs(result.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    assert "Not published" in failure.message and "taxi/long_trips:not_too_many" in failure.message
 
 
 def test_conflict_is_reported_and_keeps_both_branches(local_backend: Any, instance: dg.DagsterInstance) -> None:
@@ -359,8 +368,8 @@ def test_conflict_is_reported_and_keeps_both_branches(local_backend: Any, instan
     tags = _tags(instance, result.run_id)
     assert tags[MERGE_TAG] == "conflict"
     assert "taxi.long_trips" in tags[MERGE_REASON_TAG] and branch in tags[MERGE_REASON_TAG]
-    (observation,) = data.asset_events
-    assert isinstance(observation, dg.AssetObservation) and observation.asset_key == LONG_TRIPS
+    assert all(isinstance(e, dg.AssetObservation) for e in data.asset_events)
+    (observation,) = [e for e in data.asset_events if e.asset_key == LONG_TRIPS]
     assert observation.metadata["lakehouse/conflicting_tables"].value == "taxi.long_trips"
     reason = observation.metadata["lakehouse/conflict_reason"].value
     assert reason.startswith("taxi.long_trips: ") and reason.split(": ", 1)[1] in tags[MERGE_REASON_TAG]

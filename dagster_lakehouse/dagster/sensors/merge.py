@@ -10,8 +10,10 @@ A run is merged only when it succeeded, every asset it planned materialized and 
 blocking or not (for a re-execution: the latest evaluation of each check across the run and the runs it
 re-executes). Then the merge is recorded as an `AssetMaterialization` on the target per merged asset, the WAP branch
 is deleted, and the run is tagged `lakehouse/merge=merged`. Otherwise the run is tagged `skipped` (or `conflict`,
-also reported as an `AssetObservation` naming each conflicting table and why) with `lakehouse/merge_reason`, and
-every branch is kept for inspection. The run tag is the sensor's state: a run leaves `pending` once handled, so it is
+naming each conflicting table and why) with `lakehouse/merge_reason`, and
+every branch is kept for inspection; a run that was not published is also marked failed with the reason, its
+asset partitions get an observation saying so, and its backfill is marked failed (`unpublished`). The run tag is the
+sensor's state: a run leaves `pending` once handled, so it is
 handled once; a run whose handling raised an unexpected error stays pending and is retried on the next tick.
 """
 
@@ -28,6 +30,7 @@ import dagster as dg
 from dagster_lakehouse.dagster.branch import BRANCH_TAG
 from dagster_lakehouse.dagster.errors import BranchResolutionError
 from dagster_lakehouse.dagster.resource import LakehouseResource
+from dagster_lakehouse.dagster.sensors.unpublished import mark_run_unpublished, settle_backfills, unpublished_observations
 from dagster_lakehouse.dagster.wap import (
     MERGE_CONFLICT,
     MERGE_INTO_TAG,
@@ -247,7 +250,9 @@ def publish_run(
         written = sorted(set(audit.tables().values()))
         tables = f" (tables written: {', '.join(written)})" if written else ""
         reason = f"not merged into {target!r}: {'; '.join(problems)}; {source!r}{tables} kept for inspection"
-        return _finish(instance, log, MergeOutcome(run_id, MERGE_SKIPPED, reason, source, target), who)
+        outcome = MergeOutcome(run_id, MERGE_SKIPPED, reason, source, target)
+        outcome.events = _unpublished(audit, outcome, sensor_name)
+        return _unpublished_run(instance, run, log, _finish(instance, log, outcome, who))
     message = f"publish {source} into {target}: run {run_id} of job {run.job_name} passed its audit"
     try:
         result = lakehouse.merge(source, into=target, message=message, run_id=run_id)
@@ -255,11 +260,13 @@ def publish_run(
         conflicts = {c.table: c.reason for c in exc.conflicts}
         reason = f"conflict merging {where}: {_conflict_text(conflicts)}; nothing was merged, both branches kept"
         outcome = MergeOutcome(run_id, MERGE_CONFLICT, reason, source, target)
-        outcome.events = _conflict_observations(audit, conflicts, source, target, run_id, sensor_name)
-        return _finish(instance, log, outcome, who)
+        outcome.events = _unpublished(audit, outcome, sensor_name, conflicts)
+        return _unpublished_run(instance, run, log, _finish(instance, log, outcome, who))
     except LakehouseError as exc:
         reason = f"merge of {where} refused: {exc}; branches kept"
-        return _finish(instance, log, MergeOutcome(run_id, MERGE_SKIPPED, reason, source, target), who)
+        outcome = MergeOutcome(run_id, MERGE_SKIPPED, reason, source, target)
+        outcome.events = _unpublished(audit, outcome, sensor_name)
+        return _unpublished_run(instance, run, log, _finish(instance, log, outcome, who))
     snapshots = {table: _snapshot(lakehouse, table, target) for table in result.tables}
     if result.tables:
         reason = f"merged {where}: tables {', '.join(result.tables)} (commit {result.commit_id})"
@@ -364,35 +371,43 @@ def _conflict_text(conflicts: Mapping[str, str]) -> str:
     return "; ".join(f"{table}: {why}" for table, why in conflicts.items())
 
 
-def _conflict_observations(
-    audit: RunAudit, conflicts: Mapping[str, str], source: str, target: str, run_id: str, sensor_name: str
-) -> list[dg.AssetMaterialization | dg.AssetObservation]:
-    """One observation per asset (partition) of the run, preferring those whose table conflicts, naming the tables
-    and why each conflicts (`lakehouse/conflict_reason`: the asset's own table's reason, or all of them)."""
+def _unpublished(
+    audit: RunAudit, outcome: MergeOutcome, sensor_name: str, conflicts: Mapping[str, str] | None = None
+) -> list[dg.AssetMaterialization | dg.AssetObservation | dg.AssetCheckEvaluation]:
+    """One observation per asset (partition) the run planned, saying it was not published and why; for a conflict,
+    also the conflicting tables and each one's reason (`lakehouse/conflict_reason`: the asset's own table's reason,
+    or all of them)."""
     tables = audit.tables()
-    concerned = [ap for ap, table in tables.items() if table in conflicts] or list(audit.materializations)
-    details = _conflict_text(conflicts)
-    description = (
-        f"{sensor_name} could not merge {source!r} into {target!r}: {details}; re-run on a fresh branch (or merge "
-        "the target into the branch) and publish again"
-    )
-    events: list[dg.AssetMaterialization | dg.AssetObservation] = []
-    for key, partition in sorted(concerned, key=lambda ap: _label(*ap)):
-        table = tables.get((key, partition))
-        own = f"{table}: {conflicts[table]}" if table in conflicts else details
-        metadata = {
-            "lakehouse/merge": dg.MetadataValue.text(MERGE_CONFLICT),
-            "lakehouse/conflicting_tables": dg.MetadataValue.text(", ".join(conflicts)),
-            "lakehouse/conflict_reason": dg.MetadataValue.text(own),
-            "lakehouse/conflict_reasons": dg.MetadataValue.json(dict(conflicts)),
-            "lakehouse/branch": dg.MetadataValue.text(source),
-            "lakehouse/target": dg.MetadataValue.text(target),
-            "lakehouse/run_id": dg.MetadataValue.text(run_id),
-        }
-        events.append(
-            dg.AssetObservation(asset_key=key, partition=partition, description=description, metadata=metadata)
+    extra: dict[AssetPartition, dict[str, dg.MetadataValue]] = {}
+    if conflicts:
+        details = _conflict_text(conflicts)
+        for asset_partition in set(audit.planned) | set(audit.materializations):
+            table = tables.get(asset_partition)
+            extra[asset_partition] = {
+                "lakehouse/conflicting_tables": dg.MetadataValue.text(", ".join(conflicts)),
+                "lakehouse/conflict_reason": dg.MetadataValue.text(
+                    f"{table}: {conflicts[table]}" if table in conflicts else details
+                ),
+                "lakehouse/conflict_reasons": dg.MetadataValue.json(dict(conflicts)),
+            }
+    return list(
+        unpublished_observations(
+            set(audit.planned) | set(audit.materializations),
+            status=outcome.status,
+            reason=outcome.reason,
+            source=outcome.source,
+            target=outcome.target,
+            run_id=outcome.run_id,
+            sensor_name=sensor_name,
+            extra=extra,
         )
-    return events
+    )
+
+
+def _unpublished_run(instance: dg.DagsterInstance, run: dg.DagsterRun, log: Any, outcome: MergeOutcome) -> MergeOutcome:
+    """Mark the run failed with the outcome's reason (and queue its backfill to be marked failed)."""
+    mark_run_unpublished(instance, run, outcome.reason, log)
+    return outcome
 
 
 def pending_runs(instance: dg.DagsterInstance, warehouse: str, limit: int) -> tuple[list[dg.DagsterRun], int]:
@@ -441,6 +456,8 @@ def build_merge_sensor(
         context: dg.SensorEvaluationContext, lakehouse: LakehouseResource
     ) -> dg.SensorResult | dg.SkipReason:
         store = lakehouse.get_lakehouse()
+        graph = context.repository_def.asset_graph if context.repository_def is not None else None
+        summary: list[str] = settle_backfills(context.instance, graph, context.log)
         runs, foreign = pending_runs(context.instance, store.config.warehouse, runs_per_tick)
         if foreign:
             context.log.info(
@@ -448,9 +465,10 @@ def build_merge_sensor(
                 f"{store.config.warehouse!r}) to their own merge sensor"
             )
         if not runs:
-            return dg.SkipReason(f"no finished run waits to be merged (run tag {MERGE_TAG}={MERGE_PENDING})")
+            return dg.SkipReason(
+                "; ".join([*summary, f"no finished run waits to be merged (run tag {MERGE_TAG}={MERGE_PENDING})"])
+            )
         events: list[dg.AssetMaterialization | dg.AssetObservation | dg.AssetCheckEvaluation] = []
-        summary: list[str] = []
         deadline = time.monotonic() + tick_budget_seconds
         for index, run in enumerate(runs):
             if index and time.monotonic() >= deadline:
