@@ -30,7 +30,11 @@ import dagster as dg
 from dagster_lakehouse.dagster.branch import BRANCH_TAG
 from dagster_lakehouse.dagster.errors import BranchResolutionError
 from dagster_lakehouse.dagster.resource import LakehouseResource
-from dagster_lakehouse.dagster.sensors.unpublished import mark_run_unpublished, settle_backfills, unpublished_observations
+from dagster_lakehouse.dagster.sensors.unpublished import (
+    mark_run_unpublished,
+    settle_backfills,
+    unpublished_observations,
+)
 from dagster_lakehouse.dagster.wap import (
     MERGE_CONFLICT,
     MERGE_INTO_TAG,
