@@ -42,16 +42,16 @@ class PartitionState:
     snapshot_id: int
 
 
-def partition_state(lakehouse: Lakehouse, table: str, ref: str, where: str | BooleanExpression) -> PartitionState | None:
+def partition_state(
+    lakehouse: Lakehouse, table: str, ref: str, where: str | BooleanExpression
+) -> PartitionState | None:
     """The state of one partition (the rows matching `where`) of `table` on `ref`; None when the ref holds no such row
     (or no table)."""
     try:
         loaded = lakehouse.table(table, ref)
     except TableNotFound:
         return None
-    return lakehouse._retrying(
-        f"table '{table}' on '{ref}'", lambda: _state(lakehouse, loaded, table, ref, where)
-    )
+    return lakehouse._retrying(f"table '{table}' on '{ref}'", lambda: _state(lakehouse, loaded, table, ref, where))
 
 
 def _state(
@@ -152,7 +152,9 @@ class _Counter:
         fallback = _unsupported(self.table, self.schema, files)
         if fallback is None:
             lazy = lazy_scan(plan, self.lakehouse._polars_storage_options())
-            return lazy.select(self.columns).filter(to_polars(self.bound, self.schema)).select(pl.len()).collect().item()
+            return (
+                lazy.select(self.columns).filter(to_polars(self.bound, self.schema)).select(pl.len()).collect().item()
+            )
         projected = self.schema.select(*self.columns)
         scan = ArrowScan(self.table.metadata, self.table.io, projected, self.unbound)
         return scan.to_table([FileScanTask(f) for f in files]).num_rows
