@@ -13,21 +13,18 @@ version as "Not evaluated".
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
-from pyiceberg.expressions import BooleanExpression
 
 from dagster_lakehouse.dagster.metadata import table_schema, total_rows
-from dagster_lakehouse.dagster.scope import build_scope, data_dimensions, iceberg_kind, partition_columns
 from dagster_lakehouse.dagster.sensors.main_changes import Restatement, text_value
 from dagster_lakehouse.dagster.sensors.merge import COPIED_TAG_PREFIXES, DATA_VERSION_TAG
+from dagster_lakehouse.dagster.sensors.versions import MainVersion, version_on
 from dagster_lakehouse.lakehouse.core import Lakehouse
 from dagster_lakehouse.lakehouse.errors import LakehouseError
 from dagster_lakehouse.lakehouse.history import ORIGIN, SOURCE_SNAPSHOT
 from dagster_lakehouse.lakehouse.names import MAIN
-from dagster_lakehouse.lakehouse.partition_state import partition_state
 
 __all__ = [
     "MainVersion",
@@ -49,42 +46,9 @@ _CAUSES = (
 )
 
 
-@dataclass(frozen=True)
-class MainVersion:
-    """An asset's (partition's) version on `main`: the snapshot, and for a data partition its exact rows."""
-
-    snapshot: int
-    rows: int | None = None
-
-
 def main_version(lakehouse: Lakehouse, graph: Any, item: Restatement) -> MainVersion | None:
     """The version on `main` of `item`'s asset (partition); None when `main` lacks its table or partition."""
-    try:
-        where = _partition_filter(lakehouse, graph, item)
-        if where is None:
-            snapshot = lakehouse.snapshot_id(item.table, MAIN)
-            return None if snapshot is None else MainVersion(snapshot)
-        state = partition_state(lakehouse, item.table, MAIN, where)
-    except LakehouseError:
-        return None
-    return None if state is None else MainVersion(state.snapshot_id, state.rows)
-
-
-def _partition_filter(lakehouse: Lakehouse, graph: Any, item: Restatement) -> BooleanExpression | None:
-    """The rows of `item`'s partition, as the IO manager scopes them; None for an asset without data partitions."""
-    if item.partition is None or graph is None or not graph.has(item.key):
-        return None
-    node = graph.get(item.key)
-    partitions_def = node.partitions_def
-    if not data_dimensions(partitions_def):
-        return None
-    label = f"asset {item.label}"
-    columns = partition_columns(node.metadata, partitions_def, label)
-    known = {field.name: field.field_type for field in lakehouse.table(item.table, MAIN).schema().fields}
-    scope = build_scope(
-        partitions_def, [item.partition], columns, lambda c: iceberg_kind(known[c]) if c in known else None, label
-    )
-    return None if scope is None else scope.iceberg()
+    return version_on(lakehouse, graph, item.key, item.partition, item.table, MAIN)
 
 
 def records(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None, limit: int) -> Sequence[Any]:

@@ -35,6 +35,7 @@ from dagster_lakehouse.dagster.sensors.unpublished import (
     settle_backfills,
     unpublished_observations,
 )
+from dagster_lakehouse.dagster.sensors.versions import MainVersion, version_on
 from dagster_lakehouse.dagster.wap import (
     MERGE_CONFLICT,
     MERGE_INTO_TAG,
@@ -239,8 +240,11 @@ def publish_run(
     log: logging.Logger | Any,
     sensor_name: str = "merge_sensor",
     delete_merged_branch: bool = True,
+    graph: Any = None,
 ) -> MergeOutcome:
-    """Merge a finished run's branch into its target if the run passed its audit; tag the run with the outcome."""
+    """Merge a finished run's branch into its target if the run passed its audit; tag the run with the outcome.
+    `graph` (the repository's asset graph) lets a published partition be described exactly: its rows on the target
+    and the snapshot that added them."""
     run_id = run.run_id
     who = f"{sensor_name}: run {run_id} (job {run.job_name})"
     audit = audit_run(instance, run)
@@ -271,13 +275,17 @@ def publish_run(
         outcome = MergeOutcome(run_id, MERGE_SKIPPED, reason, source, target)
         outcome.events = _unpublished(audit, outcome, sensor_name)
         return _unpublished_run(instance, run, log, _finish(instance, log, outcome, who))
-    snapshots = {table: _snapshot(lakehouse, table, target) for table in result.tables}
+    versions = {
+        (key, partition): version_on(lakehouse, graph, key, partition, table, target)
+        for (key, partition), table in audit.tables().items()
+        if table in result.tables
+    }
     if result.tables:
         reason = f"merged {where}: tables {', '.join(result.tables)} (commit {result.commit_id})"
     else:
         reason = f"merged {where}: nothing had changed"
     outcome = MergeOutcome(run_id, MERGED, reason, source, target, result)
-    outcome.events = _merge_materializations(audit, result, snapshots, source, target, run_id, sensor_name)
+    outcome.events = _merge_materializations(audit, result, versions, source, target, run_id, sensor_name)
     _finish(instance, log, outcome, who)
     if delete_merged_branch and source == wap_branch_name(run.root_run_id or run.run_id):
         try:
@@ -296,31 +304,25 @@ def _finish(instance: dg.DagsterInstance, log: Any, outcome: MergeOutcome, who: 
     return outcome
 
 
-def _snapshot(lakehouse: Lakehouse, table: str, ref: str) -> int | None:
-    try:
-        return lakehouse.snapshot_id(table, ref)
-    except LakehouseError:
-        return None
-
-
 def _merge_materializations(
     audit: RunAudit,
     result: MergeResult,
-    snapshots: Mapping[str, int | None],
+    versions: Mapping[AssetPartition, MainVersion | None],
     source: str,
     target: str,
     run_id: str,
     sensor_name: str,
 ) -> list[dg.AssetMaterialization | dg.AssetObservation]:
-    """One materialization on the target per asset (partition) of the run whose table the merge took, followed by
-    the run's check evaluations of that asset, so the UI shows the published version as audited."""
+    """One materialization on the target per asset (partition) of the run whose table the merge took, describing its
+    version there (a partition: its rows and the snapshot that added them), followed by the run's check evaluations of
+    that asset (partition), so the UI shows the published version as audited."""
     events: list[dg.AssetMaterialization | dg.AssetObservation | dg.AssetCheckEvaluation] = []
     merged = set(result.tables)
     for (key, partition), table in sorted(audit.tables().items(), key=lambda item: _label(*item[0])):
         if table not in merged:
             continue
         written = audit.materializations[(key, partition)]
-        snapshot = snapshots.get(table)
+        version = versions.get((key, partition))
         metadata: dict[str, Any] = {k: v for k, v in written.metadata.items() if k not in _DROPPED_METADATA}
         metadata.update(
             {
@@ -331,9 +333,11 @@ def _merge_materializations(
             }
         )
         tags = {k: v for k, v in (written.tags or {}).items() if k.startswith(COPIED_TAG_PREFIXES)}
-        if snapshot is not None:
-            metadata["lakehouse/snapshot_id"] = dg.MetadataValue.int(snapshot)
-            tags[DATA_VERSION_TAG] = str(snapshot)
+        if version is not None:
+            metadata["lakehouse/snapshot_id"] = dg.MetadataValue.int(version.snapshot)
+            tags[DATA_VERSION_TAG] = str(version.snapshot)
+            if version.rows is not None:
+                metadata["dagster/row_count"] = dg.MetadataValue.int(version.rows)
         events.append(
             dg.AssetMaterialization(
                 asset_key=key,
@@ -343,12 +347,12 @@ def _merge_materializations(
                 tags=tags,
             )
         )
-        events.extend(_republished_checks(audit, key, partition, source, run_id))
+        events.extend(_republished_checks(audit, key, partition, source, target, run_id))
     return events
 
 
 def _republished_checks(
-    audit: RunAudit, key: dg.AssetKey, partition: str | None, source: str, run_id: str
+    audit: RunAudit, key: dg.AssetKey, partition: str | None, source: str, target: str, run_id: str
 ) -> list[dg.AssetCheckEvaluation]:
     """The run's (passed) evaluations of `key`'s checks, restated for the version the merge published."""
     return [
@@ -358,6 +362,7 @@ def _republished_checks(
             passed=evaluation.passed,
             metadata={
                 **evaluation.metadata,
+                "lakehouse/branch": dg.MetadataValue.text(target),
                 "lakehouse/audited_on": dg.MetadataValue.text(source),
                 "lakehouse/run_id": dg.MetadataValue.text(run_id),
             },
@@ -367,7 +372,7 @@ def _republished_checks(
             partition=evaluation.partition,
         )
         for (check_key, check_partition), evaluation in sorted(audit.evaluations.items(), key=lambda i: i[0][0].name)
-        if check_key.asset_key == key and check_partition == partition
+        if check_key.asset_key == key and check_partition in (partition, None)
     ]
 
 
@@ -488,6 +493,7 @@ def build_merge_sensor(
                     log=context.log,
                     sensor_name=name,
                     delete_merged_branch=delete_merged_branch,
+                    graph=graph,
                 )
             except Exception as exc:
                 context.log.exception(f"{name}: run {run.run_id} could not be handled, retrying next tick: {exc}")
