@@ -8,7 +8,9 @@ compares the operations each side holds that the other lacks (`history.pending_o
 | unchanged since the branch point | anything | keep the target |
 | changed | unchanged since the branch point | take the source's table (pointer switch) |
 | changed to the same metadata as the target | | nothing to do |
-| created the table | created the table | conflict: both created it |
+| created the table (absent at the branch point) | created it too: shared columns have the same field ids, types equal or widening, same partition spec | the rows below, as if both had started from an empty table (the creating write is an append, a `where=` replace or a full replace) |
+| created the table | created it too, with a column whose field id or type differs | conflict: both created it with schemas that do not line up (the column and both schemas named) |
+| created the table | created it too, partitioned another way | conflict: both created it, partitioned differently |
 | dropped the table | changed it (or the other way round) | conflict |
 | holds no operation the target lacks | | keep the target |
 | has operations the target lacks | holds none the source lacks | fast-forward: take the source's table |
@@ -27,7 +29,8 @@ different keys on the two sides both land.
 
 Two writers on one branch follow Iceberg's serializable rule: a write that lost the race is re-applied on the
 fresh table unless it replaces rows (a filter, or all rows) and the winners added rows that match (`race_conflict`).
-Appends always commute; an upsert that lost the race matches its keys again on the fresh table.
+Appends always commute; an upsert that lost the race matches its keys again on the fresh table. A writer that
+lost a race to create the table is re-applied the same way on the table the winner created.
 
 "Match" is decided by each file's column statistics (and so its partition values); a file whose statistics
 cannot rule a match out has just the filter's columns read to decide exactly, so disjoint work never conflicts.
@@ -50,6 +53,7 @@ from dagster_lakehouse.lakehouse.errors import LakehouseError
 from dagster_lakehouse.lakehouse.filters import prepare_filter
 from dagster_lakehouse.lakehouse.history import TableOp
 from dagster_lakehouse.lakehouse.schema import promotes
+from dagster_lakehouse.lakehouse.schema_union import SchemaClash, union_schema
 
 
 def holds_matching_rows(filter: str | None, files: Iterable[DataFile], metadata: TableMetadata, io: FileIO) -> bool:
@@ -99,6 +103,49 @@ def merge_conflict(
     io: FileIO,
 ) -> str | None:
     """Why the pending operations of two sides (both non-empty) on one table do not commute, or None (replay)."""
+    reason = _ops_conflict(source, target, source_ops, target_ops, source_meta, target_meta, io)
+    if reason is None and source_meta.spec().fields != target_meta.spec().fields:
+        reason = f"'{source}' and '{target}' partition the table differently"
+    return reason or _schema_conflict(source, target, source_meta.schema(), target_meta.schema(), base_schema)
+
+
+def created_conflict(
+    source: str,
+    target: str,
+    source_ops: Sequence[TableOp],
+    target_ops: Sequence[TableOp],
+    source_meta: TableMetadata,
+    target_meta: TableMetadata,
+    io: FileIO,
+) -> str | None:
+    """Why a table both sides created cannot merge as both sides' work on one empty table, or None (replay).
+
+    The two tables assigned field ids on their own, so their schemas must line up first (`schema_union`); then the
+    partition specs must agree and the operations commute, each side's creating write being one of its operations.
+    """
+    created = f"both '{source}' and '{target}' created it"
+    src, dst = source_meta.schema(), target_meta.schema()
+    try:
+        union_schema(src, dst, source, target)
+    except SchemaClash as clash:
+        return f"{created} with schemas that do not line up: {clash} ('{source}': {_columns(src)}; '{target}': {_columns(dst)})"
+    if source_meta.spec().fields != target_meta.spec().fields:
+        return f"{created}: '{source}' and '{target}' partition the table differently"
+    reason = _ops_conflict(source, target, source_ops, target_ops, source_meta, target_meta, io)
+    return None if reason is None else f"{created}: {reason}"
+
+
+def _ops_conflict(
+    source: str,
+    target: str,
+    source_ops: Sequence[TableOp],
+    target_ops: Sequence[TableOp],
+    source_meta: TableMetadata,
+    target_meta: TableMetadata,
+    io: FileIO,
+) -> str | None:
+    """Why the two sides' pending operations do not commute (a full replace, or a replace matching the other side's
+    new rows), or None."""
     sides = ((source, source_ops, target, target_ops, target_meta), (target, target_ops, source, source_ops, source_meta))
     for name, ops, other, other_ops, other_meta in sides:
         for op in ops:
@@ -115,9 +162,7 @@ def merge_conflict(
                 if clash.replaces == filter:
                     return f"both replaced rows where {_short(filter)}"
                 return f"both changed rows where {_short(filter)}: '{name}' replaced them, '{other}' {clash.describe()}"
-    if source_meta.spec().fields != target_meta.spec().fields:
-        return f"'{source}' and '{target}' partition the table differently"
-    return _schema_conflict(source, target, source_meta.schema(), target_meta.schema(), base_schema)
+    return None
 
 
 def _schema_conflict(source: str, target: str, src: Schema, dst: Schema, base: Schema | None) -> str | None:

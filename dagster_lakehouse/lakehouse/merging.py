@@ -5,7 +5,9 @@ a table is the one the source's log recorded when it committed that metadata fil
 merged at the level of Iceberg data files by the rules of `merge_rules`: when the two sides' operations commute, the
 source's pending operations are replayed on the target's current table (appends add the source's data files by
 reference; a partition-scoped replace deletes the rows its filter matches, dropping the files it wholly matches and
-rewriting only files that also hold other rows), each as a snapshot naming its origin and the source branch.
+rewriting only files that also hold other rows), each as a snapshot naming its origin and the source branch. A table
+both sides created since the branch point is merged the same way, as if both had started from an empty table, when
+the two creations' schemas line up field id by field id (`schema_union`).
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ from dagster_lakehouse.lakehouse.errors import LakehouseError, MergeConflict, Pr
 from dagster_lakehouse.lakehouse.filters import filter_string, prepare_filter
 from dagster_lakehouse.lakehouse.history import MERGE_SOURCE, SOURCE_SNAPSHOT, TableOp, op_props, pending_ops
 from dagster_lakehouse.lakehouse.merge import State, plan_merge
-from dagster_lakehouse.lakehouse.merge_rules import holds_matching_rows, merge_conflict
+from dagster_lakehouse.lakehouse.merge_rules import created_conflict, holds_matching_rows, merge_conflict
 from dagster_lakehouse.lakehouse.progress import Progress
+from dagster_lakehouse.lakehouse.schema_union import union_schema
 from dagster_lakehouse.lakehouse.storage import is_transient
 from dagster_lakehouse.lakehouse.writes import append_files, delete_rows
 
@@ -215,8 +218,6 @@ class MergeCommit(CatalogCommit):
         self, table: str, base: str | None, source: str | None, target: str | None
     ) -> Pointer | TableConflict | None:
         """File-level merge of a table both sides changed: the replayed table, a conflict, or None (nothing to do)."""
-        if base is None:
-            return TableConflict(table, f"both '{self.source}' and '{self.ref}' created it")
         if source is None or target is None:
             dropped, changed = (self.source, self.ref) if source is None else (self.ref, self.source)
             return TableConflict(table, f"'{dropped}' dropped the table while '{changed}' changed it")
@@ -224,9 +225,11 @@ class MergeCommit(CatalogCommit):
         src, dst = load_at(catalog, table, source), load_at(catalog, table, target)
         source_ops = pending_ops(src.metadata, dst.metadata, src.io)
         target_ops = pending_ops(dst.metadata, src.metadata, dst.io)
-        base_schema = _base_schema(catalog, table, base)
         if not source_ops:
             return None  # the target holds every operation of the source already
+        if base is None:
+            return self._merge_created(table, src, dst, source_ops, target_ops)
+        base_schema = _base_schema(catalog, table, base)
         if not target_ops and (base_schema is None or dst.schema().as_struct() in (base_schema.as_struct(), src.schema().as_struct())):
             return Pointer(table, target, source, src.metadata)  # the target holds nothing the source lacks: fast-forward
         reason = merge_conflict(
@@ -239,8 +242,22 @@ class MergeCommit(CatalogCommit):
         )
         return self._replay(table, src, dst, source_ops, src.schema() if schema_changed else None)
 
+    def _merge_created(
+        self, table: str, src: Table, dst: Table, source_ops: list[TableOp], target_ops: list[TableOp]
+    ) -> Pointer | TableConflict:
+        """Both sides created the table: the source's operations replayed on the target's table, as if both had
+        started from an empty one, when the two creations line up (`merge_rules.created_conflict`)."""
+        reason = created_conflict(self.source, self.ref, source_ops, target_ops, src.metadata, dst.metadata, dst.io)
+        if reason is not None:
+            return TableConflict(table, reason)
+        schema = union_schema(src.schema(), dst.schema(), self.source, self.ref)
+        if not target_ops and schema.as_struct() == src.schema().as_struct():
+            return Pointer(table, dst.metadata_location, src.metadata_location, src.metadata)  # fast-forward
+        return self._replay(table, src, dst, source_ops, None if schema.as_struct() == dst.schema().as_struct() else schema)
+
     def _replay(self, table: str, src: Table, dst: Table, ops: list[TableOp], schema: Schema | None) -> Pointer:
-        """Apply the source's pending `ops` (and its schema, if only the source changed it) to the target's table.
+        """Apply the source's pending `ops` to the target's table, and `schema` first if given (the source's, when only
+        the source changed it; the union, for a table both created).
 
         Runs of operations are replayed as one delete (the union of their filters) and one append (all their
         files): deletes move ahead of appends their filters cannot match, so a long-lived branch's hundreds of

@@ -134,9 +134,9 @@ def lazy_scan(plan: ReadPlan, storage_options: dict[str, str] | None) -> pl.Lazy
     if plan.fallback is not None:
         snapshot_id = plan.snapshot.snapshot_id if plan.snapshot is not None else None
         return pl.scan_iceberg(plan.table, snapshot_id=snapshot_id, storage_options=storage_options)
+    empty = pl.from_arrow(schema_to_pyarrow(plan.schema, include_field_ids=False).empty_table())
+    assert isinstance(empty, pl.DataFrame)
     if not plan.files:
-        empty = pl.from_arrow(schema_to_pyarrow(plan.schema, include_field_ids=False).empty_table())
-        assert isinstance(empty, pl.DataFrame)
         return empty.lazy()
     from polars.io.scan_options.cast_options import ScanCastOptions
 
@@ -144,6 +144,7 @@ def lazy_scan(plan: ReadPlan, storage_options: dict[str, str] | None) -> pl.Lazy
     return pl.scan_parquet(
         [f.file_path for f in plan.files],
         glob=False,
+        schema=empty.schema,  # else Polars takes the first file's columns: a file older than a column would hide it
         cast_options=ScanCastOptions._default_iceberg(),
         missing_columns="insert",
         extra_columns="ignore",

@@ -179,7 +179,8 @@ class UpsertCommit(CatalogCommit):
     def _create(self) -> Transaction:
         tx = create_transaction(self.catalog, self.name, self.data.schema, self.partition_by)
         self.rows_updated, self.rows_inserted = 0, self.data.rows
-        append_files(tx, self._data_files(tx, self.data.table), {**self.props, **op_props("append")})
+        replaces = filter_string(self._bound_filter(tx.table_metadata.schema(), self.data.table))  # merges see the keys
+        append_files(tx, self._data_files(tx, self.data.table), {**self.props, **op_props("append", replaces=replaces)})
         return tx
 
     def _upsert(self, table: Table) -> Transaction | None:

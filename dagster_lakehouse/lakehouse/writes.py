@@ -22,6 +22,7 @@ from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible, _dataframe_to_data_files
 from pyiceberg.manifest import DataFile
 from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC
+from pyiceberg.schema import Schema
 from pyiceberg.table import Table, TableProperties, Transaction
 from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.table.update import AddSnapshotUpdate
@@ -157,10 +158,20 @@ class WriteCommit(CatalogCommit):
         return add_log_entry(conn, self.ref, "write", self.message, pointers, run_id=self.run_id)
 
     def _create(self) -> Transaction:
+        """Create the table holding the data; its append records what the write replaces (a table created on two
+        branches merges as both sides' work on an empty table, so a replace there must still read as one)."""
         self._started = True
         tx = create_transaction(self.catalog, self.name, self.data.schema, self.partition_by)
-        self._append(tx, self.data.schema, {**self.props, **op_props("append")})
+        replaces = None
+        if self.mode == "replace":
+            replaces = "" if self.where is None else self._scope(tx.table_metadata.schema())
+        self._append(tx, self.data.schema, {**self.props, **op_props("append", replaces=replaces)})
         return tx
+
+    def _scope(self, schema: Schema) -> str:
+        """The text of the `where=` filter bound to `schema`, as snapshots record it."""
+        row_filter, _ = prepare_filter(schema, self.where, context=self.context)
+        return filter_string(row_filter)
 
     def _overwrite(self, table: Table) -> Transaction:
         replace_all = self.mode == "replace" and self.where is None
