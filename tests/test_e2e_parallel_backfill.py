@@ -8,8 +8,12 @@ forked its branch and written before any of them can be merged.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -18,25 +22,30 @@ from e2e_support import REPO, DagsterDev, _alive, descendants, launch_dagster_de
 from projects.parallel_backfill.definitions import (
     AUDIT_DELAY_TAG,
     BARRIER_ENV,
+    FAIL_TAG,
     GROUP_TAG,
+    HOLD_TAG,
+    MONTHS,
     SIZE_TAG,
     VERSION_TAG,
     day_rows,
     days_rows,
+    month_rows,
 )
 
 from dagster_lakehouse import Lakehouse
 from dagster_lakehouse.dagster import BRANCH_TAG, MERGE_REASON_TAG, MERGE_TAG, WAP_TAG, wap_branch_name
+from dagster_lakehouse.lakehouse.partition_state import partition_state
 
 pytestmark = pytest.mark.slow
 
 PROJECT = REPO / "tests" / "projects" / "parallel_backfill"
 LOCATION = "parallel_backfill"
-# dagster dev's QueuedRunCoordinator defaults to 10 runs at once; say 8 explicitly, and launch them in parallel
+# dagster dev's QueuedRunCoordinator defaults to 10 runs at once; the monthly backfill runs 12 together
 INSTANCE_YAML = """run_queue:
-  max_concurrent_runs: 8
+  max_concurrent_runs: 12
   dequeue_use_threads: true
-  dequeue_num_workers: 8
+  dequeue_num_workers: 12
   dequeue_interval_seconds: 1
 """
 SEED_FIRST, SEED_LAST = "2023-12-31", "2024-01-10"
@@ -84,7 +93,7 @@ def _log_tail(dev: DagsterDev, chars: int = 4000) -> str:
     return dev.log_path.read_text(errors="replace")[-chars:]
 
 
-def _backfill_runs(dev: DagsterDev, backfill_id: str, count: int, timeout: float = 240) -> list[dict[str, Any]]:
+def _backfill_runs(dev: DagsterDev, backfill_id: str, count: int, timeout: float = 300) -> list[dict[str, Any]]:
     """The `count` runs the backfill daemon launched for `backfill_id`, once all of them finished."""
 
     def finished() -> list[dict[str, Any]] | None:
@@ -225,7 +234,9 @@ def test_two_wap_runs_replacing_one_day_conflict_on_merge(dagster_dev: DagsterDe
     assert tags[second][MERGE_TAG] == "conflict", tags[second]
     reason = tags[second][MERGE_REASON_TAG]
     assert table in reason and wap_branch_name(second) in reason, reason
-    assert day in reason and "both replaced rows where" in reason, f"the reason does not say both runs replaced the day: {reason}"
+    assert day in reason and "both replaced rows where" in reason, (
+        f"the reason does not say both runs replaced the day: {reason}"
+    )
 
     with Lakehouse.local(dev.lakehouse_path) as lh:
         expected = pl.concat([_seed_except([day]), day_rows(day, "first")])
@@ -272,3 +283,222 @@ def test_parallel_backfill_on_one_branch_writes_every_partition(dagster_dev: Dag
     for day, run_id in by_day.items():
         (event,) = dev.asset_events(key, "assetMaterializations", [day])
         assert event["runId"] == run_id and event["metadata"]["lakehouse/branch"] == branch
+
+
+# ----- partitions of a new table: first WAP backfills, and what Dagster shows of main --------------------------
+
+
+def _next_month(month: str) -> str:
+    start = date.fromisoformat(month)
+    return (
+        start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+    ).isoformat()
+
+
+def _month_filter(month: str) -> str:
+    return f"day >= '{month}' and day < '{_next_month(month)}'"
+
+
+def _backfill(dev: DagsterDev, backfill_id: str) -> dict[str, Any]:
+    """The backfill's status and, per asset, its partition counts as the Backfills page shows them."""
+    node = dev.graphql(
+        "query($id: String!) { partitionBackfillOrError(backfillId: $id) { __typename ... on PartitionBackfill {"
+        " status assetBackfillData { assetBackfillStatuses { __typename ... on AssetPartitionsStatusCounts {"
+        " assetKey { path } numPartitionsTargeted numPartitionsMaterialized numPartitionsFailed } } } } } }",
+        {"id": backfill_id},
+    )["partitionBackfillOrError"]
+    assert node["__typename"] == "PartitionBackfill", node
+    counts = {tuple(c["assetKey"]["path"]): c for c in node["assetBackfillData"]["assetBackfillStatuses"]}
+    return {"status": node["status"], "counts": counts}
+
+
+def _finished_backfill(dev: DagsterDev, backfill_id: str, status: str, timeout: float = 120) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        backfill = _backfill(dev, backfill_id)
+        return backfill if backfill["status"] == status else None
+
+    try:
+        return wait_until(done, timeout, f"backfill {backfill_id} to end {status}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {_backfill(dev, backfill_id)}\n{_log_tail(dev)}") from None
+
+
+def _latest_by_partition(dev: DagsterDev, key: list[str], partitions: list[str]) -> dict[str, dict[str, Any] | None]:
+    """Each partition's latest materialization as the asset's partition page shows it (None: never materialized)."""
+    node = dev.graphql(
+        "query($key: AssetKeyInput!, $partitions: [String!]) { assetNodeOrError(assetKey: $key) { ... on AssetNode {"
+        " latestMaterializationByPartition(partitions: $partitions) { runId partition tags { key value }"
+        " metadataEntries { label __typename ... on TextMetadataEntry { text } ... on IntMetadataEntry { intRepr } } }"
+        " } } }",
+        {"key": {"path": key}, "partitions": partitions},
+    )["assetNodeOrError"]
+    latest = {}
+    for partition, event in zip(partitions, node["latestMaterializationByPartition"], strict=True):
+        if event is None:
+            latest[partition] = None
+            continue
+        metadata = {e["label"]: e.get("text", e.get("intRepr")) for e in event["metadataEntries"]}
+        latest[partition] = {**event, "tags": {t["key"]: t["value"] for t in event["tags"]}, "metadata": metadata}
+    return latest
+
+
+def _mismatches(dev: DagsterDev, key: list[str], table: str, months: list[str]) -> list[str]:
+    """Where Dagster's latest materialization per partition disagrees with what `main` holds: a partition on main
+    must be shown on main with main's row count and data version, a partition main lacks must not be."""
+    latest = _latest_by_partition(dev, key, months)
+    problems = []
+    with Lakehouse.local(dev.lakehouse_path) as lh:
+        for month in months:
+            event, where = latest[month], _month_filter(month)
+            state = partition_state(lh, table, "main", where) if table in lh.tables("main") else None
+            shown = event is not None and event["metadata"].get("lakehouse/branch") == "main"
+            if state is None:
+                if shown:
+                    problems.append(f"{month}: shown on main, but main holds none of its rows")
+                continue
+            rows = lh.read(table, ref="main", filter=where).height
+            assert rows == state.rows, (month, rows, state)
+            if not shown:
+                branch = event["metadata"].get("lakehouse/branch") if event else None
+                problems.append(f"{month}: main holds {rows} rows, but the latest materialization is on {branch!r}")
+                continue
+            row_count = int(event["metadata"].get("dagster/row_count", -1))
+            version = event["tags"].get("dagster/data_version")
+            if row_count != rows or version != str(state.snapshot_id):
+                problems.append(
+                    f"{month}: shown with {row_count} rows and data version {version}, main holds {rows} rows at "
+                    f"snapshot {state.snapshot_id}"
+                )
+    return problems
+
+
+def _assert_dagster_shows_main(dev: DagsterDev, key: list[str], table: str, months: list[str]) -> None:
+    """Within the sensors' next ticks, every partition's page describes exactly what main holds."""
+    try:
+        wait_until(lambda: not _mismatches(dev, key, table, months), 90, "the partitions to show main's state")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {_mismatches(dev, key, table, months)}\n{_log_tail(dev)}") from None
+
+
+def test_first_wap_backfill_of_a_new_table_publishes_every_month(dagster_dev: DagsterDev) -> None:
+    """12 WAP runs of monthly partitions at once, into a table main does not have yet: every run creates the table on
+    its own branch, and all 12 are published; main equals the serial union, and each partition's page shows main."""
+    dev, key, table = dagster_dev, ["parallel", "flights"], "parallel.flights"
+    with Lakehouse.local(dev.lakehouse_path) as lh:
+        assert table not in lh.tables("main")
+    started = time.time()
+    backfill = dev.launch_backfill([key], MONTHS, {WAP_TAG: "true", GROUP_TAG: "first-months", SIZE_TAG: "12"})
+    runs = _backfill_runs(dev, backfill, len(MONTHS))
+    _assert_succeeded_together(dev, runs)
+    by_month = {r["tags"][PARTITION_TAG]: r["runId"] for r in runs}
+    assert sorted(by_month) == MONTHS
+
+    tags = _settled(dev, list(by_month.values()))
+    outcomes = {month: (tags[run][MERGE_TAG], tags[run].get(MERGE_REASON_TAG)) for month, run in by_month.items()}
+    assert all(status == "merged" for status, _ in outcomes.values()), outcomes
+    print(f"\n12 WAP runs of a new table: {_timeline(runs, started)}; all published after {time.time() - started:.0f}s")
+
+    with Lakehouse.local(dev.lakehouse_path) as lh:
+        expected = pl.concat([month_rows(m, run_id) for m, run_id in by_month.items()])
+        assert_same_rows(lh.read(table, ref="main"), expected, f"{table} on main")
+    backfill_state = _finished_backfill(dev, backfill, "COMPLETED_SUCCESS")
+    counts = backfill_state["counts"][tuple(key)]
+    assert (counts["numPartitionsMaterialized"], counts["numPartitionsFailed"]) == (12, 0), counts
+    _assert_dagster_shows_main(dev, key, table, MONTHS)
+
+
+def test_backfill_with_partitions_that_cannot_publish_shows_them_failed(dagster_dev: DagsterDev) -> None:
+    """A WAP backfill of 6 months of a new table where one month's audit fails and another conflicts with a write to
+    main made while the runs were held: those two runs and the backfill end failed with the reason, the four others
+    are published, and each partition's page shows exactly what main holds."""
+    dev, key, table = dagster_dev, ["parallel", "delays"], "parallel.delays"
+    months, failing, conflicting = MONTHS[:6], MONTHS[1], MONTHS[2]
+    hold_name = "delays-hold"
+    backfill = dev.launch_backfill(
+        [key],
+        months,
+        {WAP_TAG: "true", GROUP_TAG: "delays", SIZE_TAG: "6", FAIL_TAG: failing, HOLD_TAG: hold_name},
+    )
+    barriers = dev.lakehouse_path.parent / "barriers"
+    wait_until(
+        lambda: (barriers / "delays" / "audit").is_dir() and len(list((barriers / "delays" / "audit").iterdir())) == 6,
+        240,
+        "the 6 runs to write and reach their audit",
+    )
+    with Lakehouse.local(dev.lakehouse_path) as lh:  # outside Dagster, main gets the conflicting month first
+        outside = month_rows(conflicting, "outside")
+        lh.write(table, outside, branch="main", allow_main=True, where=_month_filter(conflicting))
+    (barriers / hold_name).mkdir(parents=True, exist_ok=True)
+    (barriers / hold_name / "release").touch()
+
+    runs = _backfill_runs(dev, backfill, len(months))
+    by_month = {r["tags"][PARTITION_TAG]: r for r in runs}
+    tags = _settled(dev, [r["runId"] for r in runs])
+    merged = {m for m, r in by_month.items() if tags[r["runId"]][MERGE_TAG] == "merged"}
+    assert merged == set(months) - {failing, conflicting}, {m: tags[r["runId"]][MERGE_TAG] for m, r in by_month.items()}
+    assert tags[by_month[failing]["runId"]][MERGE_TAG] == "skipped"
+    assert "its_month" in tags[by_month[failing]["runId"]][MERGE_REASON_TAG]
+    assert tags[by_month[conflicting]["runId"]][MERGE_TAG] == "conflict"
+    assert table in tags[by_month[conflicting]["runId"]][MERGE_REASON_TAG]
+
+    # the runs that were not published end failed, saying why; the backfill is not a success
+    def statuses() -> dict[str, str] | None:
+        found = {
+            m: r["status"] for m, r in ((r["tags"][PARTITION_TAG], r) for r in dev.runs({"dagster/backfill": backfill}))
+        }
+        return found if found[failing] == found[conflicting] == "FAILURE" else None
+
+    final = wait_until(statuses, 60, "the unpublished runs to show failure")
+    assert {m for m, status in final.items() if status == "SUCCESS"} == merged, final
+    backfill_state = _finished_backfill(dev, backfill, "COMPLETED_FAILED")
+    counts = backfill_state["counts"][tuple(key)]
+    assert (counts["numPartitionsMaterialized"], counts["numPartitionsFailed"]) == (4, 2), counts
+    for month in (failing, conflicting):
+        run_id = by_month[month]["runId"]
+        messages = dev.graphql(
+            "query($id: ID!) { runOrError(runId: $id) { ... on Run { eventConnection { events { __typename"
+            " ... on RunFailureEvent { message } } } } } }",
+            {"id": run_id},
+        )["runOrError"]["eventConnection"]["events"]
+        failures = [e["message"] for e in messages if e["__typename"] == "RunFailureEvent"]
+        assert any(tags[run_id][MERGE_REASON_TAG][:80] in m or "its_month" in m for m in failures), failures
+
+    with Lakehouse.local(dev.lakehouse_path) as lh:
+        expected = pl.concat([outside, *(month_rows(m, by_month[m]["runId"]) for m in sorted(merged))])
+        assert_same_rows(lh.read(table, ref="main"), expected, f"{table} on main")
+    _assert_dagster_shows_main(dev, key, table, months)
+    latest = _latest_by_partition(dev, key, [failing])[failing]
+    assert latest is not None and latest["metadata"]["lakehouse/branch"] == wap_branch_name(by_month[failing]["runId"])
+
+
+def test_merge_from_a_shell_is_shown_within_two_ticks(dagster_dev: DagsterDev) -> None:
+    """`lakehouse branch merge` from a shell while dagster dev runs: main_state_sensor reads main's commit log, and
+    the partition's latest materialization carries main's new snapshot within two ticks (5 s each)."""
+    dev, key, table, month = dagster_dev, ["parallel", "flights"], "parallel.flights", MONTHS[0]
+    with Lakehouse.local(dev.lakehouse_path) as lh:
+        assert table in lh.tables("main"), "runs after test_first_wap_backfill_of_a_new_table_publishes_every_month"
+        lh.create_branch("shell-fix")
+        lh.write(table, month_rows(month, "shell"), branch="shell-fix", where=_month_filter(month))
+    env = {**os.environ, "LAKEHOUSE_PATH": str(dev.lakehouse_path)}
+    merged = subprocess.run(
+        [str(Path(sys.executable).parent / "lakehouse"), "branch", "merge", "shell-fix", "--into", "main"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert merged.returncode == 0, merged.stderr
+    merged_at = time.monotonic()
+    with Lakehouse.local(dev.lakehouse_path) as lh:
+        state = partition_state(lh, table, "main", _month_filter(month))
+        assert state is not None and state.rows == month_rows(month, "shell").height
+
+    def shown() -> dict[str, Any] | None:
+        event = _latest_by_partition(dev, key, [month])[month]
+        return event if event and event["tags"].get("dagster/data_version") == str(state.snapshot_id) else None
+
+    event = wait_until(shown, 30, "the merge to be shown on the partition's page")
+    elapsed = time.monotonic() - merged_at
+    assert event["metadata"]["lakehouse/branch"] == "main" and int(event["metadata"]["dagster/row_count"]) == state.rows
+    assert elapsed < 2 * 5 + 10, f"shown after {elapsed:.0f}s"  # two ticks of 5 s, plus the daemon's own latency
+    _assert_dagster_shows_main(dev, key, table, MONTHS)

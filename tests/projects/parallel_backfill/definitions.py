@@ -8,6 +8,9 @@ seed each table on `main` with one bulk write holding several days, so the data 
   the merge sensor publishes them.
 - `parallel/conflict_days`: two concurrent WAP runs replace the same day; the second to merge conflicts.
 - `parallel/branch_days`: backfilled without WAP, 8 runs at once writing one branch.
+- `parallel/flights`, `parallel/delays`: monthly partitions whose tables do not exist on main: a first WAP backfill
+  (all runs at once) creates the table on every run's branch; run tag `parallel/fail_partitions` makes the audit of
+  those months fail, and `parallel/hold` holds every audit until the test releases it (to write to main meanwhile).
 
 Each asset has a blocking partitioned check (the audit). The run tags below make runs meet at barriers, so the
 tests know the runs really ran at the same time rather than one after another:
@@ -31,7 +34,12 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from dagster_lakehouse.dagster import LakehouseIOManager, LakehouseResource, build_merge_sensor
+from dagster_lakehouse.dagster import (
+    LakehouseIOManager,
+    LakehouseResource,
+    build_main_state_sensor,
+    build_merge_sensor,
+)
 
 DAILY = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_date="2024-01-11")
 HOURS = 24
@@ -123,6 +131,81 @@ def daily_asset(name: str) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefinitio
     return _asset, check
 
 
+MONTHLY = dg.MonthlyPartitionsDefinition(start_date="2013-01-01", end_date="2014-01-01")
+MONTHS = MONTHLY.get_partition_keys()
+FAIL_TAG = "parallel/fail_partitions"
+HOLD_TAG = "parallel/hold"
+HOLD_TIMEOUT = 150.0
+MONTH_SCHEMA = {"day": pl.Date, "flight": pl.Int64, "run": pl.Utf8, "delay": pl.Int64}
+
+
+def month_rows(month: str | date, version: str) -> pl.DataFrame:
+    """The flights a run labelled `version` writes for the month starting `month`: 5 + its month number rows (so
+    every month has its own row count), on days 1 to 28 of that month."""
+    if isinstance(month, str):
+        month = date.fromisoformat(month)
+    count, salt = 5 + month.month, sum(map(ord, version))
+    return pl.DataFrame(
+        {
+            "day": [month.replace(day=1 + n % 28) for n in range(count)],
+            "flight": [month.month * 1000 + n for n in range(count)],
+            "run": [version] * count,
+            "delay": [(n * 7 + salt) % 90 for n in range(count)],
+        },
+        schema=MONTH_SCHEMA,
+    )
+
+
+def hold(context: dg.AssetCheckExecutionContext) -> None:
+    """With run tag `parallel/hold`, wait until the test creates `<barriers>/<hold>/release` (or fail after 150 s)."""
+    name = context.run.tags.get(HOLD_TAG)
+    if not name:
+        return
+    release = Path(os.environ[BARRIER_ENV]) / name / "release"
+    started = time.monotonic()
+    while not release.exists():
+        if time.monotonic() - started > HOLD_TIMEOUT:
+            raise dg.Failure(f"hold {name!r} was not released within {HOLD_TIMEOUT:.0f}s")
+        time.sleep(0.1)
+
+
+def monthly_asset(name: str) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefinition]:
+    """The monthly asset `parallel/<name>` (table `parallel.<name>`, partition column `day`), whose table does not
+    exist on main before its first backfill, and its blocking partitioned check."""
+    key = dg.AssetKey(["parallel", name])
+
+    @dg.asset(
+        key=key,
+        partitions_def=MONTHLY,
+        metadata={"lakehouse/partition_column": "day"},
+        group_name="parallel",
+        kinds={"iceberg", "polars"},
+    )
+    def _asset(context: dg.AssetExecutionContext) -> pl.DataFrame:
+        arrive(context, "write", BARRIER_TIMEOUT)
+        return month_rows(context.partition_key, context.run.tags.get(VERSION_TAG) or context.run.run_id)
+
+    def _check(context: dg.AssetCheckExecutionContext, rows: pl.DataFrame) -> dg.AssetCheckResult:
+        # `rows` is read back through the IO manager: the partition's rows on the run's (WAP) branch
+        expected = month_rows(context.partition_key, context.run.tags.get(VERSION_TAG) or context.run.run_id)
+        failing = context.partition_key in context.run.tags.get(FAIL_TAG, "").split(",")
+        arrive(context, "audit", AUDIT_BARRIER_TIMEOUT)
+        hold(context)
+        return dg.AssetCheckResult(
+            passed=rows.sort("flight").equals(expected) and not failing,
+            metadata={"rows": rows.height, "forced_to_fail": failing},
+        )
+
+    with warnings.catch_warnings():  # partitioned asset checks are a preview feature
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        check = dg.asset_check(
+            asset=key, name="its_month", partitions_def=MONTHLY, blocking=True, description="Its month's rows."
+        )(_check)
+    return _asset, check
+
+
+flights, flights_check = monthly_asset("flights")
+delays, delays_check = monthly_asset("delays")
 wap_days, wap_days_check = daily_asset("wap_days")
 conflict_days, conflict_days_check = daily_asset("conflict_days")
 branch_days, branch_days_check = daily_asset("branch_days")
@@ -138,12 +221,13 @@ lakehouse = LakehouseResource()
 """The embedded lakehouse under $LAKEHOUSE_PATH; runs target main unless tagged."""
 
 merge_sensor = build_merge_sensor(minimum_interval_seconds=5, default_status=dg.DefaultSensorStatus.RUNNING)
+main_state_sensor = build_main_state_sensor(minimum_interval_seconds=5, default_status=dg.DefaultSensorStatus.RUNNING)
 
 defs = dg.Definitions(
-    assets=[wap_days, conflict_days, branch_days],
-    asset_checks=[wap_days_check, conflict_days_check, branch_days_check],
+    assets=[wap_days, conflict_days, branch_days, flights, delays],
+    asset_checks=[wap_days_check, conflict_days_check, branch_days_check, flights_check, delays_check],
     jobs=[conflict_days_job],
-    sensors=[merge_sensor],
+    sensors=[merge_sensor, main_state_sensor],
     resources={"lakehouse": lakehouse, "io_manager": LakehouseIOManager(lakehouse=lakehouse)},
     executor=dg.in_process_executor,
 )
