@@ -1,4 +1,9 @@
-"""The example's Dagster definitions: the taxi notebook's models as assets, audited and published by branch."""
+"""The example's Dagster definitions: the taxi notebook's models as assets, audited and published by branch.
+
+No asset here is partitioned, so "Materialize all" (on the global Lineage page or a group's page) launches one run of
+every asset on `dev` with no partitions dialog; `branch_partitions` are documented in docs/dagster.md ("Which branch
+a run uses") and tested in tests/test_dagster_branch.py.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,6 @@ from dagster_lakehouse import load_notebook_assets
 from dagster_lakehouse.dagster import (
     LakehouseIOManager,
     LakehouseResource,
-    branch_partitions,
-    build_branch_sync_sensor,
     build_main_state_sensor,
     build_merge_sensor,
     build_raw_table_sensor,
@@ -27,7 +30,7 @@ STATS = dg.AssetKey(["taxi", "stats_by_taxi_zones"])
 
 lakehouse = LakehouseResource(branch="dev")
 """Local `.lakehouse/` unless LAKEHOUSE_CATALOG_URI/LAKEHOUSE_WAREHOUSE say otherwise; runs default to `dev` (run
-config `resources.lakehouse.config.branch`, the run tag `lakehouse/branch` or a branch partition choose another)."""
+config `resources.lakehouse.config.branch` or the run tag `lakehouse/branch` choose another)."""
 
 notebook_assets = load_notebook_assets([NOTEBOOK, REPORT_NOTEBOOK])
 
@@ -60,13 +63,12 @@ def stats_are_plausible(stats_by_taxi_zones: pl.DataFrame) -> dg.AssetCheckResul
         "trips": dg.AssetIn(key=["taxi", "trips"], metadata={"columns": ["PULocationID"]}),
         "zones": dg.AssetIn(key=["taxi", "zones"], metadata={"columns": ["LocationID", "Borough"]}),
     },
-    partitions_def=branch_partitions,
-    group_name="branch_reports",
+    group_name="reports",
     kinds={"iceberg", "polars"},
 )
 def borough_summary(trips: pl.DataFrame, zones: pl.DataFrame) -> pl.DataFrame:
-    """Trips per borough of each branch's raw data, one partition per data branch (`main` included): compare a
-    branch with production side by side. Partition `main` is write-audit-published by merge_sensor."""
+    """Trips per borough of the run's branch: a plain Dagster asset (no notebook) that reads lakehouse tables through
+    the IO manager (only the columns its inputs' metadata name) and writes its own on the run's branch."""
     joined = trips.join(zones, left_on="PULocationID", right_on="LocationID", how="inner")
     return joined.group_by("Borough").agg(trips=pl.len()).sort("Borough")
 
@@ -103,9 +105,6 @@ taxi_automation = dg.AutomationConditionSensorDefinition(
 )
 merge_sensor = build_merge_sensor(name="merge_sensor", minimum_interval_seconds=5, default_status=RUNNING)
 main_state_sensor = build_main_state_sensor(name="main_state_sensor", minimum_interval_seconds=5, default_status=RUNNING)
-branch_sync_sensor = build_branch_sync_sensor(
-    name="branch_sync_sensor", minimum_interval_seconds=10, default_status=RUNNING
-)
 raw_taxi_tables_sensor = build_raw_table_sensor(
     [spec for spec in notebook_assets if isinstance(spec, dg.AssetSpec)],
     name="raw_taxi_tables_sensor",
@@ -119,6 +118,6 @@ defs = dg.Definitions(
     asset_checks=[trips_have_zones, stats_are_plausible],
     jobs=[taxi_job, publish_job],
     schedules=[daily_publish],
-    sensors=[merge_sensor, main_state_sensor, branch_sync_sensor, raw_taxi_tables_sensor, taxi_automation],
+    sensors=[merge_sensor, main_state_sensor, raw_taxi_tables_sensor, taxi_automation],
     resources={"lakehouse": lakehouse, "io_manager": LakehouseIOManager(lakehouse=lakehouse)},
 )

@@ -109,15 +109,20 @@ def test_branch_dimension_of_multi_partitions(local_backend: Any) -> None:
     assert lakehouse.tables("main") == []
 
 
-def test_unpartitioned_asset_in_a_branch_partitioned_run_follows_the_run(local_backend: Any) -> None:
+def test_unpartitioned_asset_in_a_branch_partitioned_run_follows_the_run_tag(local_backend: Any) -> None:
+    """The partition key chooses per_branch's branch only; summary follows the run tag, which names the same one."""
+
     @dg.asset
     def summary(per_branch: pl.DataFrame) -> pl.DataFrame:
         return per_branch
 
-    instance = _instance_with_branches("feature")
-    assert materialize([per_branch, summary], local_backend, partition_key="feature", instance=instance).success
+    instance = _instance_with_branches("feature", "other")
+    tags = {"lakehouse/branch": "feature"}
+    result = materialize([per_branch, summary], local_backend, partition_key="feature", instance=instance, tags=tags)
+    assert result.success
     lakehouse = _lakehouse(local_backend)
     assert lakehouse.read("public.summary", ref="feature")["written_for"].to_list() == ["feature"]
+    assert not lakehouse.has_branch("other") and lakehouse.tables("main") == []
 
 
 def test_one_run_over_two_branch_partitions_is_refused(local_backend: Any) -> None:
@@ -208,6 +213,169 @@ def test_missing_branch_without_create_branches(local_backend: Any) -> None:
 def test_invalid_branch_name_in_tag(local_backend: Any) -> None:
     text = failure_text(materialize([numbers], local_backend, tags={"lakehouse/branch": "bad..name"}))
     assert "InvalidRefName" in text and "asset 'numbers'" in text and "bad..name" in text
+
+
+# ----- a branch partition key chooses the branch of the assets partitioned by branch only ----------------
+
+
+def _mixed_run_assets(seen: dict[str, Any]) -> list[Any]:
+    """per_branch (partitioned by branch), summary (unpartitioned, reads per_branch) and tally (unpartitioned), each
+    recording the RunBranch its step resolved."""
+
+    @dg.asset(key=["mix", "per_branch"], partitions_def=branch_partitions)
+    def mixed_per_branch(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> pl.DataFrame:
+        seen["per_branch"] = lakehouse.run_branch(context)
+        return pl.DataFrame({"written_for": [context.partition_key]})
+
+    @dg.asset(key=["mix", "summary"], ins={"per_branch": dg.AssetIn(key=["mix", "per_branch"])})
+    def mixed_summary(
+        context: dg.AssetExecutionContext, lakehouse: LakehouseResource, per_branch: pl.DataFrame
+    ) -> pl.DataFrame:
+        seen["summary"] = lakehouse.run_branch(context)
+        return per_branch.with_columns(rows=pl.len())
+
+    @dg.asset(key=["mix", "tally"])
+    def mixed_tally(context: dg.AssetExecutionContext, lakehouse: LakehouseResource) -> pl.DataFrame:
+        seen["tally"] = lakehouse.run_branch(context)
+        return pl.DataFrame({"n": [1]})
+
+    return [mixed_per_branch, mixed_summary, mixed_tally]
+
+
+def _resources(backend: Any, **overrides: Any) -> dict[str, Any]:
+    resource = resource_for(backend, **overrides)
+    return {"lakehouse": resource, "io_manager": LakehouseIOManager(lakehouse=resource)}
+
+
+def test_a_branch_partition_key_chooses_only_the_branch_partitioned_assets(backend: Any, lakehouse: Lakehouse) -> None:
+    """In a run of partition `dev` that also materializes unpartitioned assets (what "Materialize all" with a
+    partition launches), those resolve by the resource's branch, here the same `dev`: one branch, tagged on the run;
+    summary reads per_branch on its own branch although other branch partitions exist."""
+    seed_trips(lakehouse)
+    seen: dict[str, Any] = {}
+    instance = _instance_with_branches("dev", "main", "other")
+    result = dg.materialize(
+        _mixed_run_assets(seen), resources=_resources(backend, branch="dev"), partition_key="dev", instance=instance
+    )
+    assert result.success
+    assert seen["per_branch"].chosen_by == "branch partition"
+    assert seen["summary"].chosen_by == seen["tally"].chosen_by == "resource config 'branch'"
+    assert {(s.branch, s.target, s.wap) for s in seen.values()} == {("dev", "dev", False)}
+    tags = instance.get_run_by_id(result.run_id).tags
+    assert tags["lakehouse/branch"] == tags["lakehouse/target"] == "dev"
+    assert lakehouse.read("mix.summary", ref="dev").to_dicts() == [{"written_for": "dev", "rows": 1}]
+    assert lakehouse.tables("main") == ["taxi.trips"] and sorted(lakehouse.branches()) == ["dev", "main"]
+
+
+@pytest.mark.parametrize("partition", ["main", "feature"])
+def test_a_run_whose_partition_and_other_assets_would_write_two_branches_is_refused(
+    backend: Any, lakehouse: Lakehouse, partition: str
+) -> None:
+    """Partition `main` (write-audit-published) or `feature` with unpartitioned assets on the resource's `dev`: every
+    step fails as it resolves its branch, naming the assets and both branches; no branch is made, nothing written."""
+    seed_trips(lakehouse)
+    commits = [c.id for c in lakehouse.log("main")]
+    seen: dict[str, Any] = {}
+    instance = _instance_with_branches("main", "feature")
+    result = dg.materialize(
+        _mixed_run_assets(seen),
+        resources=_resources(backend, branch="dev"),
+        partition_key=partition,
+        instance=instance,
+        raise_on_error=False,
+    )
+    text = failure_text(result)
+    assert not seen, "an asset's body ran in a run that was going to be refused"
+    assert "BranchResolutionError" in text and "this run mixes assets partitioned by branch (mix/per_branch" in text
+    assert "assets that are not (mix/summary, mix/tally: lakehouse branch 'dev'" in text
+    expected = f"'wap/{result.run_id}' (write-audit-publish into 'main'" if partition == "main" else "'feature'"
+    assert expected in text
+    fix = "'lakehouse/branch=main' and 'lakehouse/wap=true'" if partition == "main" else "'lakehouse/branch=feature'"
+    assert f"give this run the tag {fix}" in text
+    assert lakehouse.branches() == ["main"] and lakehouse.tables("main") == ["taxi.trips"]
+    assert [c.id for c in lakehouse.log("main")] == commits
+    assert "lakehouse/branch" not in instance.get_run_by_id(result.run_id).tags
+
+
+def test_the_tags_a_refused_mixed_run_names_make_it_one_write_audit_publish_run(local_backend: Any) -> None:
+    """With `lakehouse/branch=main` and `lakehouse/wap=true`, partition `main` and the unpartitioned assets share the
+    run's WAP branch: one branch, published into `main` by merge_sensor, and the run's tags say so."""
+    lakehouse = _lakehouse(local_backend)
+    seen: dict[str, Any] = {}
+    instance = _instance_with_branches("main")
+    result = dg.materialize(
+        _mixed_run_assets(seen),
+        resources=_resources(local_backend, branch="dev"),
+        partition_key="main",
+        instance=instance,
+        tags={"lakehouse/branch": "main", "lakehouse/wap": "true"},
+    )
+    assert result.success
+    wap = f"wap/{result.run_id}"
+    assert {(s.branch, s.target, s.wap) for s in seen.values()} == {(wap, "main", True)}
+    tags = instance.get_run_by_id(result.run_id).tags
+    assert tags["lakehouse/branch"] == wap and tags["lakehouse/target"] == "main"
+    assert tags["lakehouse/merge"] == "pending"
+    assert lakehouse.tables(wap) == ["mix.per_branch", "mix.summary", "mix.tally"] and lakehouse.tables("main") == []
+    assert not lakehouse.has_branch("dev")
+
+
+def test_an_unpartitioned_asset_reads_a_branch_partitioned_parent_on_its_own_branch(local_backend: Any) -> None:
+    """Without a partition mapping an unpartitioned child reads its parent's table on its own branch (that branch's
+    partition), however many branch partitions exist; an explicit mapping to one partition reads that branch."""
+    lakehouse = _lakehouse(local_backend)
+    lakehouse.write("public.per_branch", pl.DataFrame({"written_for": ["main"]}), branch="main", allow_main=True)
+    lakehouse.create_branch("dev")
+    lakehouse.write("public.per_branch", pl.DataFrame({"written_for": ["dev"]}), branch="dev")
+
+    @dg.asset
+    def own_branch(per_branch: pl.DataFrame) -> pl.DataFrame:
+        return per_branch
+
+    mapped = dg.AssetIn(key="per_branch", partition_mapping=dg.SpecificPartitionsPartitionMapping(["main"]))
+
+    @dg.asset(ins={"per_branch": mapped})
+    def from_main(per_branch: pl.DataFrame) -> pl.DataFrame:
+        return per_branch
+
+    instance = _instance_with_branches("main", "dev", "other")
+    result = dg.materialize(
+        [per_branch, own_branch, from_main],
+        selection=[own_branch, from_main],
+        resources=_resources(local_backend, branch="dev"),
+        instance=instance,
+    )
+    assert result.success
+    assert lakehouse.read("public.own_branch", ref="dev")["written_for"].to_list() == ["dev"]
+    assert lakehouse.read("public.from_main", ref="dev")["written_for"].to_list() == ["main"]
+    assert instance.get_run_by_id(result.run_id).tags["lakehouse/branch"] == "dev"
+
+
+def test_checks_of_a_branch_partitioned_asset_and_partitioned_op_jobs_use_the_partition(local_backend: Any) -> None:
+    """An unpartitioned check of a branch-partitioned asset runs on the asset's partition; so does an op of a job
+    partitioned by branch (it materializes no asset: the job's partitions are its own)."""
+    seen: dict[str, str] = {}
+
+    @dg.asset_check(asset=per_branch)
+    def has_a_row(context: dg.AssetCheckExecutionContext, lakehouse: LakehouseResource) -> dg.AssetCheckResult:
+        seen["check"] = lakehouse.branch_for(context)
+        return dg.AssetCheckResult(passed=True)
+
+    @dg.op
+    def report(context: dg.OpExecutionContext, lakehouse: LakehouseResource) -> None:
+        seen["op"] = lakehouse.branch_for(context)
+
+    @dg.job(partitions_def=branch_partitions)
+    def report_job() -> None:
+        report()
+
+    instance = _instance_with_branches("feature")
+    resources = _resources(local_backend, branch="dev")
+    assert dg.materialize(
+        [per_branch, has_a_row], resources=resources, partition_key="feature", instance=instance
+    ).success
+    assert report_job.execute_in_process(resources=resources, partition_key="feature", instance=instance).success
+    assert seen == {"check": "feature", "op": "feature"}
 
 
 # ----- the resource ---------------------------------------------------------------------------------------

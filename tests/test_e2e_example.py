@@ -1,12 +1,17 @@
-"""The user's whole path: seed, `dagster dev`, "Materialize all", materialize on a branch via GraphQL, check, merge,
-check main; in Chromium, the lineage and an asset page that shows `main`'s version whatever ran on other branches."""
+"""The user's whole path: seed, `dagster dev`, the quick start's "Materialize all" clicked in Chromium and its commands,
+materialize on a branch via GraphQL, check, merge, check main; in Chromium, the lineage and an asset page that shows
+`main`'s version whatever ran on other branches."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
 import os
+import re
+import shlex
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +23,11 @@ from e2e_support import REPO, DagsterDev, _alive, descendants, start_dagster_dev
 from dagster_lakehouse import Lakehouse
 
 MODELS = ["taxi.stats_by_taxi_zones", "taxi.trips_and_zones"]
+EVERY_MODEL = ["taxi.borough_summary", "taxi.stats_by_taxi_zones", "taxi.trips_and_zones", "taxi.zone_report"]
 STATS = ["taxi", "stats_by_taxi_zones"]
-SUMMARY = ["taxi", "borough_summary"]
-MATERIALIZABLE = [["taxi", "trips_and_zones"], STATS, SUMMARY]
+QUICKSTART = REPO / "docs" / "quickstart.md"
+pytestmark = pytest.mark.slow  # every test here runs against one `dagster dev` with its daemon
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
 
@@ -40,7 +47,8 @@ def dagster_dev(tmp_path_factory: pytest.TempPathFactory):
 
 def test_assets_and_lineage_are_served(dagster_dev: DagsterDev) -> None:
     nodes = dagster_dev.graphql(
-        "{ assetNodes { assetKey { path } dependencyKeys { path } groupName isExecutable opVersion kinds } }"
+        "{ assetNodes { assetKey { path } dependencyKeys { path } groupName isExecutable isPartitioned opVersion"
+        " kinds } }"
     )["assetNodes"]
     by_key = {"/".join(n["assetKey"]["path"]): n for n in nodes}
     assert set(by_key) >= {"taxi/trips", "taxi/zones", "taxi/trips_and_zones", "taxi/stats_by_taxi_zones"}
@@ -50,47 +58,121 @@ def test_assets_and_lineage_are_served(dagster_dev: DagsterDev) -> None:
     model = by_key["taxi/trips_and_zones"]
     assert model["groupName"] == "taxi" and model["opVersion"] and set(model["kinds"]) >= {"iceberg", "polars", "marimo"}
     assert not by_key["taxi/trips"]["isExecutable"]
+    partitioned = [key for key, n in by_key.items() if n["isPartitioned"]]
+    assert not partitioned, f"Materialize all would open a partitions dialog for {partitioned}"
 
 
-def _backfill_status(dev: DagsterDev, backfill_id: str) -> str:
-    return dev.graphql(
-        "query($id: String!) { partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } } }",
-        {"id": backfill_id},
-    )["partitionBackfillOrError"]["status"]
+def _quickstart_commands() -> list[list[str]]:
+    """The `.venv/bin/lakehouse ...` commands of the quick start's step 2, in order, as argument lists."""
+    text = QUICKSTART.read_text()
+    step = text[text.index("## 2. "):text.index("## 3. ")]
+    commands = re.findall(r"^\.venv/bin/lakehouse (.+)$", step, flags=re.MULTILINE)
+    return [shlex.split(command) for command in commands]
 
 
-def test_materialize_all_on_a_fresh_seed(dagster_dev: DagsterDev) -> None:
-    """What the UI's "Materialize all" launches: a backfill of every asset, the branch-partitioned one over all its
-    partitions, which include `main` from the start (branch_sync_sensor); nothing set up by hand."""
+def _lakehouse_cli(dev: DagsterDev, args: list[str]) -> str:
+    """Run the `lakehouse` CLI as the quick start does (the lakehouse found from LAKEHOUSE_PATH); returns its stdout."""
+    env = {**os.environ, "LAKEHOUSE_PATH": str(dev.lakehouse_path)}
+    for var in ("LAKEHOUSE_CATALOG_URI", "LAKEHOUSE_WAREHOUSE"):
+        env.pop(var, None)
+    cli = Path(sys.executable).with_name("lakehouse")
+    done = subprocess.run([str(cli), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"lakehouse {shlex.join(args)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def _ui_runs(dev: DagsterDev) -> list[dict[str, Any]]:
+    """Runs launched from the UI, newest first: runId, status, tags and the asset keys they materialize."""
+    results = dev.graphql(
+        """{ runsOrError(filter: {tags: [{key: "dagster/from_ui", value: "true"}]}) { ... on Runs { results {
+            runId status tags { key value } assetSelection { path } } } } }"""
+    )["runsOrError"]["results"]
+    return [
+        {
+            **run,
+            "tags": {tag["key"]: tag["value"] for tag in run["tags"]},
+            "assets": sorted(".".join(key["path"]) for key in run["assetSelection"]),
+        }
+        for run in results
+    ]
+
+
+def _click_materialize_all(dev: DagsterDev, page: Any, path: str, screenshot: str) -> dict[str, Any]:
+    """On the page at `path`, click "Materialize all" as a user does: no dialog may open; returns the run it launched
+    once it finished."""
+    from playwright.sync_api import expect
+
+    before = {r["runId"] for r in _ui_runs(dev)}
+    _open(page, f"{dev.url}{path}")
+    button = page.get_by_role("button", name=re.compile(r"Materialize all"))
+    expect(button).to_be_enabled(timeout=60_000)
+    expect(page.get_by_text("Loading...")).to_have_count(0, timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / f"{screenshot}-before.png"))
+    button.click()
+    expect(page.get_by_text(re.compile(r"Launched run"))).to_be_visible(timeout=60_000)
+    expect(page.get_by_role("dialog")).to_have_count(0)  # no partitions dialog, no launchpad
+    (run,) = wait_until(lambda: [r for r in _ui_runs(dev) if r["runId"] not in before], 60, "the launched run")
+    assert dev.wait_for_run(run["runId"]) == "SUCCESS", dev.log_path.read_text()[-3000:]
+    _open(page, f"{dev.url}/runs/{run['runId']}")
+    expect(page.get_by_text(re.compile(r"Finished execution of run")).first).to_be_visible(timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / f"{screenshot}-run.png"))
+    return {**run, "tags": dev.run_tags(run["runId"])}
+
+
+def test_quickstart_materialize_all_runs_every_asset_on_dev(dagster_dev: DagsterDev) -> None:
+    """Quick start step 2 from a fresh seed: "Materialize all" on the global Lineage page launches one run of every
+    asset on `dev`, no dialog; `main` is untouched until the quick start's commands (run as written) merge `dev`
+    into it. A group page's "Materialize all" runs that group on `dev` too."""
     dev = dagster_dev
-    partitions = wait_until(lambda: dev.partition_keys(SUMMARY) or None, 120, "branch_sync_sensor to add 'main'")
-    assert partitions == ["main"]
-    backfill = dev.launch_backfill(MATERIALIZABLE, partitions)
-    wait_until(lambda: _backfill_status(dev, backfill) != "REQUESTED", 300, f"backfill {backfill} to finish")
-    runs = dev.runs({"dagster/backfill": backfill})
-    assert _backfill_status(dev, backfill) == "COMPLETED_SUCCESS", (runs, dev.log_path.read_text()[-3000:])
-    assert sorted(r["status"] for r in runs) == ["SUCCESS", "SUCCESS"]
-    (parents,) = [r for r in runs if "dagster/partition" not in r["tags"]]
-    (main_partition,) = [r for r in runs if r["tags"].get("dagster/partition") == "main"]
-    assert parents["tags"]["lakehouse/branch"] == parents["tags"]["lakehouse/target"] == "dev"
-    assert main_partition["tags"]["lakehouse/branch"] == f"wap/{main_partition['runId']}"
-    assert main_partition["tags"]["lakehouse/target"] == "main"
-    # runs are found by the branch they wrote and by their target, as the Runs page filters them
-    assert parents["runId"] in {r["runId"] for r in dev.runs({"lakehouse/branch": "dev"})}
-    assert main_partition["runId"] in {r["runId"] for r in dev.runs({"lakehouse/target": "main"})}
-    wait_until(lambda: dev.run_tags(main_partition["runId"]).get("lakehouse/merge") == "merged", 120, "the publish")
+    commands = _quickstart_commands()
+    assert [c[:2] for c in commands] == [
+        ["branch", "list"], ["branch", "diff"], ["table", "head"], ["query", commands[3][1]], ["branch", "merge"]
+    ], commands
     with Lakehouse.local(dev.lakehouse_path) as lh:
-        assert set(MODELS) <= set(lh.tables("dev")) and not set(MODELS) & set(lh.tables("main"))
-        assert lh.read("taxi.borough_summary", ref="main")["Borough"].n_unique() == 5
+        assert lh.branches() == ["main"]
+        seeded = [c.id for c in lh.log("main")]
+
+    with _browser_page() as page:
+        run = _click_materialize_all(dev, page, "/asset-groups", "quickstart-materialize-all")
+        assert run["assets"] == sorted(EVERY_MODEL)
+        assert run["tags"]["lakehouse/branch"] == run["tags"]["lakehouse/target"] == "dev"
+        assert not [key for key in run["tags"] if key.startswith("dagster/partition")]
+        with Lakehouse.local(dev.lakehouse_path) as lh:
+            assert set(EVERY_MODEL) <= set(lh.tables("dev"))
+            assert [c.id for c in lh.log("main")] == seeded and not set(EVERY_MODEL) & set(lh.tables("main"))
+            stats = lh.read("taxi.stats_by_taxi_zones", ref="dev")
+
+        listed, diff, head, query = (_lakehouse_cli(dev, args) for args in commands[:4])
+        assert {line.split()[0] for line in listed.splitlines()[1:] if line.strip()} == {"main", "dev"}, listed
+        assert all(table in diff for table in EVERY_MODEL), diff
+        assert head.startswith("shape: (5, ") and "Borough" in head, head
+        assert all(borough in query for borough in ("Manhattan", "Brooklyn", "Queens", "Bronx", "Staten Island")), query
+        with Lakehouse.local(dev.lakehouse_path) as lh:
+            assert [c.id for c in lh.log("main")] == seeded  # looking changes nothing
+
+        _lakehouse_cli(dev, commands[4])
+        with Lakehouse.local(dev.lakehouse_path) as lh:
+            assert lh.log("main")[0].kind == "merge" and [c.id for c in lh.log("main")[1:]] == seeded
+            assert set(EVERY_MODEL) <= set(lh.tables("main"))
+            assert lh.read("taxi.stats_by_taxi_zones", ref="main").equals(stats)
+
+        group_run = _click_materialize_all(
+            dev, page, "/locations/example_project.definitions/asset-groups/taxi", "quickstart-materialize-group"
+        )
+        assert group_run["assets"] == MODELS
+        assert group_run["tags"]["lakehouse/branch"] == group_run["tags"]["lakehouse/target"] == "dev"
+    assert (ARTIFACTS / "quickstart-materialize-all-run.png").stat().st_size > 10_000
 
 
 def test_materialize_on_a_branch_then_merge_into_main(dagster_dev: DagsterDev) -> None:
+    with Lakehouse.local(dagster_dev.lakehouse_path) as lh:
+        on_main = {table: lh.snapshot_id(table, "main") if lh.exists(table, ref="main") else None for table in MODELS}
     run_id = dagster_dev.launch("taxi_job", {"lakehouse/branch": "e2e-run"})
     assert dagster_dev.wait_for_run(run_id) == "SUCCESS", dagster_dev.log_path.read_text()[-3000:]
 
     with Lakehouse.local(dagster_dev.lakehouse_path) as lh:
         assert set(MODELS) <= set(lh.tables("e2e-run"))
-        assert not set(MODELS) & set(lh.tables("main"))
+        assert {t: lh.snapshot_id(t, "main") if lh.exists(t, ref="main") else None for t in MODELS} == on_main
         stats = lh.read("taxi.stats_by_taxi_zones", ref="e2e-run")
         assert stats["Borough"].n_unique() == 5 and stats["trips"].sum() > 0
         summary = lh.table("taxi.stats_by_taxi_zones", "e2e-run").current_snapshot().summary
@@ -102,27 +184,13 @@ def test_materialize_on_a_branch_then_merge_into_main(dagster_dev: DagsterDev) -
         assert lh.log("main")[0].kind == "merge"
 
 
-def test_branches_become_partitions_and_a_branch_partition_runs_on_its_branch(dagster_dev: DagsterDev) -> None:
-    with Lakehouse.local(dagster_dev.lakehouse_path) as lh:
-        lh.create_branch("report-branch", exist_ok=True)
-        main_summary = lh.snapshot_id("taxi.borough_summary", "main")
-    summary = SUMMARY
-    wait_until(lambda: "report-branch" in dagster_dev.partition_keys(summary), 120, "branch_sync_sensor to add the partition")
-    run_id = dagster_dev.launch("taxi_job", {"lakehouse/branch": "report-branch"})
-    assert dagster_dev.wait_for_run(run_id) == "SUCCESS"
-    run_id = dagster_dev.launch("__ASSET_JOB", {"dagster/partition": "report-branch"}, asset_selection=[summary])
-    assert dagster_dev.wait_for_run(run_id) == "SUCCESS", dagster_dev.log_path.read_text()[-3000:]
-    with Lakehouse.local(dagster_dev.lakehouse_path) as lh:
-        boroughs = lh.read("taxi.borough_summary", ref="report-branch")
-        assert boroughs.height == 5
-        assert lh.snapshot_id("taxi.borough_summary", "main") == main_summary
-
-
 def test_an_isolated_notebook_runs_in_the_environment_its_header_declares(dagster_dev: DagsterDev) -> None:
     """`zone_report.py` declares `humanize`, which the code location does not have: its model runs in the environment
     of its PEP 723 header (built by the run with uv, in the server's environment cache) and writes the run's branch."""
     assert importlib.util.find_spec("humanize") is None
     report = ["taxi", "zone_report"]
+    with Lakehouse.local(dagster_dev.lakehouse_path) as lh:
+        on_main = lh.snapshot_id("taxi.zone_report", "main") if lh.exists("taxi.zone_report") else None
     run_id = dagster_dev.launch(
         "__ASSET_JOB", {"lakehouse/branch": "isolated-run"}, asset_selection=[["taxi", "trips_and_zones"], STATS, report]
     )
@@ -131,7 +199,7 @@ def test_an_isolated_notebook_runs_in_the_environment_its_header_declares(dagste
         table = lh.read("taxi.zone_report", ref="isolated-run")
         assert table.height == 10 and table["trips_in_words"].null_count() == 0
         assert table["mean_fare_text"].str.starts_with("$").all()
-        assert not lh.exists("taxi.zone_report", ref="main")
+        assert (lh.snapshot_id("taxi.zone_report", "main") if lh.exists("taxi.zone_report") else None) == on_main
     entries = dagster_dev.graphql(
         """query($key: AssetKeyInput!) { assetOrError(assetKey: $key) { ... on Asset {
             assetMaterializations(limit: 1) { runId metadataEntries { label

@@ -84,3 +84,18 @@ def test_seed_writes_again_when_a_table_is_missing(tmp_path, missing):
         assert seed(lakehouse, trips=200) is True
         assert lakehouse.read("taxi.trips").height == 200
         assert lakehouse.read("taxi.zones").height == 265
+
+
+def test_the_examples_materialize_all_is_one_unpartitioned_run_on_dev():
+    """No asset of the example is partitioned, so Dagster's "Materialize all" launches one run (no partitions dialog),
+    which the example's resource sends to `dev`."""
+    import example_project.definitions as example
+
+    graph = example.defs.resolve_asset_graph()
+    partitioned = [key for key in graph.materializable_asset_keys if graph.get(key).partitions_def is not None]
+    assert not partitioned
+    assert {key.to_user_string() for key in graph.materializable_asset_keys} == {
+        "taxi/trips_and_zones", "taxi/stats_by_taxi_zones", "taxi/zone_report", "taxi/borough_summary"
+    }
+    assert example.defs.resolve_implicit_global_asset_job_def().partitions_def is None
+    assert example.lakehouse.branch == "dev"

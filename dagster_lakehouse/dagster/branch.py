@@ -1,6 +1,7 @@
 """Which lakehouse branch a Dagster run reads and writes, resolved once per step into one `RunBranch`.
 
-The branch asked for, first match wins: the step's branch partition key, the run tag `lakehouse/branch`, the
+The branch asked for, first match wins: the run's partition key for a step whose assets are partitioned by branch
+(`branch_partitions`, alone or as a dimension; not for the run's other steps), the run tag `lakehouse/branch`, the
 resource's `branch` (set in code, by `EnvVar`, or in run config: launchpad, `--config-json`, a schedule's run config),
 else `main`. A write-audit-publish run (run tag `lakehouse/wap=true` or `LakehouseResource(wap=True)`) reads and
 writes its own branch `wap/<run_id>` instead, forked from the branch asked for (its target); see
@@ -13,20 +14,28 @@ The branch asked for may name a past commit (`main@<commit id or prefix>`, `dev~
 it was at that commit, read-only, so a past run's inputs can be reproduced. The spec is pinned to the full commit id
 when the run starts (or at its first step) and the run is tagged with the pinned spec, so every step reads the same
 commit while the branch moves on; a step that would write to it fails before it computes.
+
+A run mixing assets partitioned by branch with other assets goes ahead only when both rules name the same branch
+(`dagster_lakehouse.dagster.step_partitions`), so its tags name the one branch all its steps read and write.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
 from dagster._core.execution.context.system import StepExecutionContext
 
-from dagster_lakehouse.dagster.errors import BranchResolutionError
-from dagster_lakehouse.dagster.partitions import BRANCH_PARTITIONS_NAME
+from dagster_lakehouse.dagster.partitions import (
+    branch_dimension,
+    branch_of_partitions,
+    is_branch_partitions,
+    names_branches,
+)
+from dagster_lakehouse.dagster.step_partitions import mixed_run_error, run_assets_by_partitioning, step_partitions_def
 from dagster_lakehouse.dagster.wap import MERGE_INTO_TAG, WAP_TAG, wap_branch_name, wap_enabled
 from dagster_lakehouse.lakehouse.names import MAIN
 
@@ -55,6 +64,7 @@ __all__ = [
     "branch_dimension",
     "is_branch_partitions",
     "is_wap_run",
+    "names_branches",
     "resolve_branch",
     "resolve_run_branch",
     "resolve_target_branch",
@@ -100,47 +110,6 @@ class RunBranch:
         return f"lakehouse branch {self.branch!r} ({mode}; chosen by {self.chosen_by})"
 
 
-def is_branch_partitions(partitions_def: dg.PartitionsDefinition | None) -> bool:
-    """Whether `partitions_def` is the branch partitions (a dynamic partitions set named `lakehouse_branches`)."""
-    return isinstance(partitions_def, dg.DynamicPartitionsDefinition) and partitions_def.name == BRANCH_PARTITIONS_NAME
-
-
-def branch_dimension(partitions_def: dg.PartitionsDefinition | None) -> str | None:
-    """Name of the branch dimension of a multi-partitions definition, if it has one."""
-    if isinstance(partitions_def, dg.MultiPartitionsDefinition):
-        for dimension in partitions_def.partitions_defs:
-            if is_branch_partitions(dimension.partitions_def):
-                return dimension.name
-    return None
-
-
-def branch_of_partitions(partitions_def: dg.PartitionsDefinition | None, keys: Sequence[Any]) -> str | None:
-    """The branch named by partition `keys` of a branch-partitioned definition; None when it is not one.
-
-    Raises when the keys name several branches: one run writes to one branch.
-    """
-    if not keys:
-        return None
-    if is_branch_partitions(partitions_def):
-        branches = {str(key) for key in keys}
-    else:
-        dimension = branch_dimension(partitions_def)
-        if dimension is None:
-            return None
-        assert isinstance(partitions_def, dg.MultiPartitionsDefinition)
-        branches = {_as_multi_key(partitions_def, key).keys_by_dimension[dimension] for key in keys}
-    if len(branches) > 1:
-        raise BranchResolutionError(
-            f"one run covers the branch partitions {', '.join(sorted(branches))}: "
-            "a run reads and writes one lakehouse branch, so launch one run per branch"
-        )
-    return branches.pop()
-
-
-def _as_multi_key(partitions_def: dg.MultiPartitionsDefinition, key: Any) -> dg.MultiPartitionKey:
-    return key if isinstance(key, dg.MultiPartitionKey) else partitions_def.get_partition_key_from_str(str(key))
-
-
 def step_context_of(context: RunContext | StepExecutionContext) -> StepExecutionContext | None:
     """The step execution context behind an IO manager or asset/op execution context, if there is one."""
     if isinstance(context, StepExecutionContext):
@@ -156,15 +125,12 @@ def step_context_of(context: RunContext | StepExecutionContext) -> StepExecution
 
 
 def _step_branch(step: StepExecutionContext | None) -> str | None:
-    """Branch from the step's run partition: the step's asset partitions first, then the job's."""
+    """Branch from the run's partition key, for a step whose assets (or checked asset) are partitioned by branch: the
+    key of a run that also materializes unpartitioned assets does not choose theirs."""
     if step is None or not step.has_partitions:
         return None
     key_range = step.partition_key_range
-    for partitions_def in (step.entity_partitions_def, step.job_def.partitions_def):
-        branch = branch_of_partitions(partitions_def, [key_range.start, key_range.end])
-        if branch is not None:
-            return branch
-    return None
+    return branch_of_partitions(step_partitions_def(step), [key_range.start, key_range.end])
 
 
 def _output_branch(context: dg.OutputContext) -> str | None:
@@ -181,13 +147,26 @@ def _input_branch(context: dg.InputContext) -> str | None:
     return branch_of_partitions(context.asset_partitions_def, [key_range.start, key_range.end])
 
 
+def _mapped_input_branch(context: dg.InputContext, step: StepExecutionContext | None) -> str | None:
+    """The branch partition an input reads from a parent partitioned by branch, for a step without a branch partition:
+    only through an explicit `partition_mapping` (without one the step reads its parent's table on its own branch,
+    which is that branch's partition); outside a step, the input's partitions."""
+    if step is not None:
+        assets_def = step.assets_def
+        if assets_def is None or not context.has_asset_key:
+            return None
+        if assets_def.get_partition_mapping(context.asset_key) is None:
+            return None
+    return _input_branch(context)
+
+
 def partition_branch(context: RunContext) -> str | None:
     """Rule 1: the branch named by the partition key of a branch-partitioned asset of this step, if any."""
     step = step_context_of(context)
     if isinstance(context, dg.OutputContext):
         return _output_branch(context) or _step_branch(step)
     if isinstance(context, dg.InputContext):
-        return _step_branch(step) or _input_branch(context)
+        return _step_branch(step) or _mapped_input_branch(context, step)
     return _step_branch(step)
 
 
@@ -279,8 +258,9 @@ def resolve_run_branch(
     pin: Pin | None = None,
 ) -> RunBranch:
     """The step's `RunBranch`, resolved once per step (and per resource configuration) from the step's own
-    partition and remembered; only an input read from one branch partition of its parent by a step without one
-    resolves to that input's branch.
+    partition and remembered; only an input read through an explicit partition mapping from one branch partition of
+    its parent by a step without one resolves to that input's branch. A run that mixes assets partitioned by branch
+    with other assets is refused here, in every step, unless both resolve to the same branch.
 
     `default` is the resource's `branch`, `wap` its `wap`, `allow_main` its `allow_main`: see the module docstring.
     `pin` resolves a past-commit spec to its commit (the resource's lakehouse does); without it a spec stays as given.
@@ -288,16 +268,18 @@ def resolve_run_branch(
     step = step_context_of(context)
     if step is None:
         return _resolve(context, default, wap, allow_main, pin)
-    if isinstance(context, dg.InputContext) and _step_branch(step) is None and _input_branch(context) is not None:
-        # a step without a branch partition reading one branch partition of its parent: that input's own branch
-        return _resolve(context, default, wap, allow_main, pin)
     key = (step.run_id, step.step.key, default, wap, allow_main)
-    if key in _RESOLVED:
-        return _RESOLVED[key]
-    resolved = _resolve(step, default, wap, allow_main, pin)
-    _RESOLVED[key] = resolved
-    while len(_RESOLVED) > _REMEMBERED_STEPS:  # a long-lived code server sees many steps
-        _RESOLVED.popitem(last=False)
+    resolved = _RESOLVED.get(key)
+    if resolved is None:
+        _refuse_mixed_run(step, default, wap, allow_main, pin)
+        resolved = _resolve(step, default, wap, allow_main, pin)
+        _RESOLVED[key] = resolved
+        while len(_RESOLVED) > _REMEMBERED_STEPS:  # a long-lived code server sees many steps
+            _RESOLVED.popitem(last=False)
+    if isinstance(context, dg.InputContext) and _step_branch(step) is None:
+        if _mapped_input_branch(context, step) is not None:
+            # a step without a branch partition mapped to one branch partition of its parent: that input's branch
+            return _resolve(context, default, wap, allow_main, pin)
     return resolved
 
 
@@ -306,6 +288,19 @@ def _resolve(
 ) -> RunBranch:
     tags = run_tags_of(context)
     asked, chosen_by = _asked_branch(context, tags, default)
+    return _resolve_asked(context, tags, asked, chosen_by, wap_default, allow_main, pin)
+
+
+def _resolve_asked(
+    context: RunContext,
+    tags: Mapping[str, str],
+    asked: str,
+    chosen_by: str,
+    wap_default: bool,
+    allow_main: bool,
+    pin: Pin | None,
+) -> RunBranch:
+    """The `RunBranch` of the branch `asked` for (chosen by rule `chosen_by`): pinned, write-audit-publish or plain."""
     pinned = _pinned(asked, chosen_by, pin)
     if pinned is not None:
         return pinned
@@ -313,6 +308,30 @@ def _resolve(
     if asked == MAIN and chosen_by == "branch partition" and not allow_main and WAP_TAG not in tags:
         wap = True  # partition `main` is published by audit: its run writes its own branch, merged once checks pass
     return run_branch_from(asked, chosen_by, tags, wap=wap, run_id=wap_run_id_of(context))
+
+
+def _refuse_mixed_run(
+    step: StepExecutionContext, default: str | None, wap_default: bool, allow_main: bool, pin: Pin | None
+) -> None:
+    """Refuse a run with a branch partition key whose branch-partitioned assets and other assets would read and write
+    different branches (the key chooses only the former's); called in every step, so none of them writes."""
+    if not step.has_partitions:
+        return
+    by_branch, others = run_assets_by_partitioning(step)
+    if not by_branch or not others:
+        return
+    key_range = step.partition_key_range
+    partitions_def = step.job_def.asset_layer.get(by_branch[0]).partitions_def
+    partition = branch_of_partitions(partitions_def, [key_range.start, key_range.end])
+    if partition is None:
+        return
+    tags = run_tags_of(step)
+    by_partition = _resolve_asked(step, tags, partition, "branch partition", wap_default, allow_main, pin)
+    asked, chosen_by = _asked_without_partition(tags, default)
+    other = _resolve_asked(step, tags, asked, chosen_by, wap_default, allow_main, pin)
+    if (by_partition.branch, by_partition.target, by_partition.wap) != (other.branch, other.target, other.wap):
+        fix = f"'{BRANCH_TAG}={partition}'" + (f" and '{WAP_TAG}=true'" if by_partition.wap else "")
+        raise mixed_run_error(by_branch, others, by_partition.describe(), other.describe(), fix)
 
 
 def run_branch_from(asked: str, chosen_by: str, tags: Mapping[str, str], *, wap: bool, run_id: str) -> RunBranch:
