@@ -28,6 +28,7 @@ The barrier folder is `$PARALLEL_BACKFILL_BARRIER_DIR` (the tests set it for `da
 import os
 import time
 import warnings
+from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -100,37 +101,6 @@ def arrive(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext, st
     context.log.info(f"all {size} runs of group {group!r} reached {stage!r} after {time.monotonic() - started:.1f}s")
 
 
-def daily_asset(name: str) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefinition]:
-    """The asset `parallel/<name>` (table `parallel.<name>`, partition column `day`) and its blocking check."""
-    key = dg.AssetKey(["parallel", name])
-
-    @dg.asset(
-        key=key,
-        partitions_def=DAILY,
-        metadata={"lakehouse/partition_column": "day"},
-        group_name="parallel",
-        kinds={"iceberg", "polars"},
-    )
-    def _asset(context: dg.AssetExecutionContext) -> pl.DataFrame:
-        arrive(context, "write", BARRIER_TIMEOUT)
-        return day_rows(context.partition_key, context.run.tags.get(VERSION_TAG) or context.run.run_id)
-
-    def _check(context: dg.AssetCheckExecutionContext, rows: pl.DataFrame) -> dg.AssetCheckResult:
-        # `rows` is read back through the IO manager: the partition's rows on the run's (WAP) branch
-        expected = day_rows(context.partition_key, context.run.tags.get(VERSION_TAG) or context.run.run_id)
-        passed = rows.sort("hour").equals(expected)
-        arrive(context, "audit", AUDIT_BARRIER_TIMEOUT)
-        time.sleep(float(context.run.tags.get(AUDIT_DELAY_TAG, "0")))
-        return dg.AssetCheckResult(passed=passed, metadata={"rows": rows.height})
-
-    with warnings.catch_warnings():  # partitioned asset checks are a preview feature
-        warnings.simplefilter("ignore", dg.PreviewWarning)
-        check = dg.asset_check(
-            asset=key, name="one_row_per_hour", partitions_def=DAILY, blocking=True, description="24 rows of its day."
-        )(_check)
-    return _asset, check
-
-
 MONTHLY = dg.MonthlyPartitionsDefinition(start_date="2013-01-01", end_date="2014-01-01")
 MONTHS = MONTHLY.get_partition_keys()
 FAIL_TAG = "parallel/fail_partitions"
@@ -169,46 +139,54 @@ def hold(context: dg.AssetCheckExecutionContext) -> None:
         time.sleep(0.1)
 
 
-def monthly_asset(name: str) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefinition]:
-    """The monthly asset `parallel/<name>` (table `parallel.<name>`, partition column `day`), whose table does not
-    exist on main before its first backfill, and its blocking partitioned check."""
+def partitioned_asset(
+    name: str,
+    partitions_def: dg.PartitionsDefinition,
+    rows: Callable[[str, str], pl.DataFrame],
+    order_by: str,
+    check_name: str,
+) -> tuple[dg.AssetsDefinition, dg.AssetChecksDefinition]:
+    """The asset `parallel/<name>` (table `parallel.<name>`, partition column `day`, a partition's rows from `rows`)
+    and its blocking partitioned check: the partition's rows on the run's branch are exactly its own (and the
+    partition is not in `parallel/fail_partitions`); the check meets the group's audit barrier and the hold."""
     key = dg.AssetKey(["parallel", name])
 
     @dg.asset(
         key=key,
-        partitions_def=MONTHLY,
+        partitions_def=partitions_def,
         metadata={"lakehouse/partition_column": "day"},
         group_name="parallel",
         kinds={"iceberg", "polars"},
     )
     def _asset(context: dg.AssetExecutionContext) -> pl.DataFrame:
         arrive(context, "write", BARRIER_TIMEOUT)
-        return month_rows(context.partition_key, context.run.tags.get(VERSION_TAG) or context.run.run_id)
+        return rows(context.partition_key, context.run.tags.get(VERSION_TAG) or context.run.run_id)
 
-    def _check(context: dg.AssetCheckExecutionContext, rows: pl.DataFrame) -> dg.AssetCheckResult:
-        # `rows` is read back through the IO manager: the partition's rows on the run's (WAP) branch
-        expected = month_rows(context.partition_key, context.run.tags.get(VERSION_TAG) or context.run.run_id)
+    def _check(context: dg.AssetCheckExecutionContext, written: pl.DataFrame) -> dg.AssetCheckResult:
+        # `written` is read back through the IO manager: the partition's rows on the run's (WAP) branch
+        expected = rows(context.partition_key, context.run.tags.get(VERSION_TAG) or context.run.run_id)
         failing = context.partition_key in context.run.tags.get(FAIL_TAG, "").split(",")
         arrive(context, "audit", AUDIT_BARRIER_TIMEOUT)
         hold(context)
+        time.sleep(float(context.run.tags.get(AUDIT_DELAY_TAG, "0")))
         return dg.AssetCheckResult(
-            passed=rows.sort("flight").equals(expected) and not failing,
-            metadata={"rows": rows.height, "forced_to_fail": failing},
+            passed=written.sort(order_by).equals(expected) and not failing,
+            metadata={"rows": written.height, "forced_to_fail": failing},
         )
 
     with warnings.catch_warnings():  # partitioned asset checks are a preview feature
         warnings.simplefilter("ignore", dg.PreviewWarning)
         check = dg.asset_check(
-            asset=key, name="its_month", partitions_def=MONTHLY, blocking=True, description="Its month's rows."
+            asset=key, name=check_name, partitions_def=partitions_def, blocking=True, description="Its own rows."
         )(_check)
     return _asset, check
 
 
-flights, flights_check = monthly_asset("flights")
-delays, delays_check = monthly_asset("delays")
-wap_days, wap_days_check = daily_asset("wap_days")
-conflict_days, conflict_days_check = daily_asset("conflict_days")
-branch_days, branch_days_check = daily_asset("branch_days")
+flights, flights_check = partitioned_asset("flights", MONTHLY, month_rows, "flight", "its_month")
+delays, delays_check = partitioned_asset("delays", MONTHLY, month_rows, "flight", "its_month")
+wap_days, wap_days_check = partitioned_asset("wap_days", DAILY, day_rows, "hour", "one_row_per_hour")
+conflict_days, conflict_days_check = partitioned_asset("conflict_days", DAILY, day_rows, "hour", "one_row_per_hour")
+branch_days, branch_days_check = partitioned_asset("branch_days", DAILY, day_rows, "hour", "one_row_per_hour")
 
 conflict_days_job = dg.define_asset_job(
     "conflict_days_job",
