@@ -3,6 +3,7 @@
 
 import os
 import typing
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,39 +12,40 @@ import polars as pl
 from dagster._core.execution.context.system import StepExecutionContext
 from pydantic import Field, PrivateAttr
 from pyiceberg.expressions import And
-from pyiceberg.table import Table
 
 from dagster_lakehouse.dagster.branch import step_context_of
 from dagster_lakehouse.dagster.errors import LakehouseIOError, naming
-from dagster_lakehouse.frames import LOAD_AS_KEY, FrameHandler, input_handler, output_handler
+from dagster_lakehouse.dagster.input_scope import input_scope
 from dagster_lakehouse.dagster.lineage import declared_input_columns
 from dagster_lakehouse.dagster.metadata import write_metadata
+from dagster_lakehouse.dagster.own_writes import own_write, record_input_provenance
+from dagster_lakehouse.dagster.partition_report import report_partitions
 from dagster_lakehouse.dagster.resource import LakehouseResource
-from dagster_lakehouse.dagster.strategies import write_strategy
 from dagster_lakehouse.dagster.scope import (
     Scope,
     build_scope,
     data_dimensions,
-    iceberg_kind,
     partition_columns,
     polars_kind,
 )
+from dagster_lakehouse.dagster.strategies import write_strategy
 from dagster_lakehouse.dagster.tables import (
     COLUMNS_KEY,
     FILTER_KEY,
-    PARTITION_COLUMN_KEY,
-    PARTITION_EXPR_KEY,
     metadata_value,
     table_name_for,
 )
+from dagster_lakehouse.frames import LOAD_AS_KEY, FrameHandler, input_handler, output_handler
+from dagster_lakehouse.lakehouse.errors import TableNotFound
+from dagster_lakehouse.lakehouse.filters import parse_filter
+from dagster_lakehouse.lakehouse.refspec import is_pinned
 from dagster_lakehouse.lakehouse.row_checks import RowRule
 from dagster_lakehouse.lakehouse.write_data import WriteData, write_data
-from dagster_lakehouse.lakehouse.errors import ColumnNotFound, TableNotFound
-from dagster_lakehouse.lakehouse.filters import parse_filter
 
 __all__ = ["LAKEHOUSE_RESOURCE_KEY", "LakehouseIOManager"]
 
 LAKEHOUSE_RESOURCE_KEY = "lakehouse"
+_REMEMBERED_STEPS = 1024
 
 class LakehouseIOManager(dg.ConfigurableIOManager):
     """Stores each asset as table `namespace.name` on the run's branch and loads inputs from the same branch.
@@ -57,7 +59,10 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
     replace only the rows a filter matches (`strategies`). Partitioned assets overwrite only their partition's rows,
     found by metadata `lakehouse/partition_column` (or `partition_expr`). Inputs take `AssetIn(metadata={"columns":
     [...], "filter": "...", "load_as": "arrow"})` and are returned as `load_as` or else the parameter's annotation
-    asks: `pl.DataFrame` (default), `pl.LazyFrame`, `pa.Table` or `pd.DataFrame` (`frames`).
+    asks: `pl.DataFrame` (default), `pl.LazyFrame`, `pa.Table` or `pd.DataFrame` (`frames`). In a partitioned run an
+    input reads the run's partitions, an asset check's too, unless its metadata `lakehouse/scope` is `table`
+    (`input_scope`); an asset the run wrote itself is read at the commit it wrote (`own_writes`). A partition's
+    materialization reports its partition's rows and version (`partition_report`).
 
     Run config given to the resource key `lakehouse` (e.g. `{"resources": {"lakehouse": {"config": {"branch":
     "feat"}}}}` from the launchpad, `--config-json` or a schedule) applies to this IO manager's `lakehouse` too, so
@@ -70,6 +75,9 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
     )
     _run_lakehouse: LakehouseResource | None = PrivateAttr(default=None)
     _prepared: set[tuple[str, str]] = PrivateAttr(default_factory=set)
+    _reads: OrderedDict[tuple[str, str], dict[dg.AssetKey, tuple[str, int | None]]] = PrivateAttr(
+        default_factory=OrderedDict
+    )
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Take the run config of the resource key `lakehouse` into the nested resource: it is one setting."""
@@ -149,12 +157,19 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
                 allow_main=self.store.allow_main,
                 **({"key": list(strategy.key)} if strategy.key else {}),
             )
-        inputs = declared_input_columns(context)
-        metadata = write_metadata(result, partitioned=context.has_asset_partitions, input_columns=inputs)
+        report = report_partitions(context, lakehouse, result, where)
+        metadata = write_metadata(
+            result,
+            partitioned=context.has_asset_partitions,
+            partition_rows=report.rows if report is not None else None,
+            input_columns=declared_input_columns(context),
+            input_snapshots=self._input_snapshots(context),
+        )
         metadata.update(strategy.metadata(scope.text() if scope is not None else None))
         context.add_output_metadata(metadata)
-        if result.snapshot_id is not None:
-            _set_data_version(context, dg.DataVersion(str(result.snapshot_id)))
+        version = report.snapshot_id if report is not None and report.snapshot_id is not None else result.snapshot_id
+        if version is not None:
+            _set_data_version(context, dg.DataVersion(str(version)))
 
     def _output_scope(self, context: dg.OutputContext, data: WriteData, where: str) -> Scope | None:
         """The rows this partitioned output replaces; refuses data with rows outside them (streamed data as it is
@@ -187,13 +202,16 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
     # ----- inputs -------------------------------------------------------------------------------------
 
     def load_input(self, context: dg.InputContext) -> Any:
-        """Read the parent's table from the run's branch, pushing down the input's columns, filter and partitions."""
+        """Read the parent's table from the run's branch, pushing down the input's columns, filter and partitions;
+        a parent this run (or the run a re-execution loads it from) wrote is read at the commit it wrote."""
         upstream = context.upstream_output
         upstream_metadata = upstream.definition_metadata if upstream is not None else {}
         table = table_name_for(context.asset_key, upstream_metadata, self.default_namespace)
         label = f"{_consumer(context)} (table {table!r})"
         self.prepare_step(context)
         branch = self.store.read_branch_for(context, what=label)
+        own = own_write(context, branch) if not is_pinned(branch) else None
+        ref = own.ref if own is not None else branch
         where = f"{_consumer(context)} (table {table!r} on branch {branch!r})"
         input_metadata = context.definition_metadata or {}
         columns = _columns(metadata_value(input_metadata, COLUMNS_KEY), where)
@@ -202,54 +220,50 @@ class LakehouseIOManager(dg.ConfigurableIOManager):
         lakehouse = self.store.get_lakehouse()
         with naming(where):
             try:
-                loaded, scope = self._input_scope(context, table, branch, upstream_metadata, where)
+                loaded = lakehouse.table(table, ref)
+                scope = input_scope(context, loaded, upstream_metadata, where)
                 if scope is not None:
                     context.log.info(f"{where}: reading partition rows where {scope.text()}")
                     row_filter = And(parse_filter(row_filter, context=f"{where}: "), scope.iceberg())
-                return handler.read(
-                    lakehouse, table, branch, loaded=loaded, columns=columns, filter=row_filter, where=where
+                value = handler.read(
+                    lakehouse, table, ref, loaded=loaded, columns=columns, filter=row_filter, where=where
                 )
             except TableNotFound as exc:
                 raise TableNotFound(
                     f"{exc}; materialize {context.asset_key.to_user_string()!r} on branch {branch!r} (or on 'main' "
                     f"before the branch was created), or, for a raw table, write {table!r} first (e.g. `lakehouse import`)"
                 ) from None
+        snapshot = loaded.current_snapshot()
+        self._remember_read(context, table, snapshot.snapshot_id if snapshot is not None else None)
+        if own is not None:
+            recorded = record_input_provenance(context, own)
+            context.log.info(
+                f"{where}: read at commit {own.commit_id[:10]}, which this run's materialization of "
+                f"{context.asset_key.to_user_string()!r} wrote" + ("" if recorded else " (its input data version "
+                "is Dagster's default, the latest materialization: this Dagster version keeps it elsewhere)")
+            )
+        return value
 
-    def _input_scope(
-        self, context: dg.InputContext, table: str, branch: str, upstream_metadata: Mapping[str, Any], where: str
-    ) -> tuple[Table | None, Scope | None]:
-        """Rows this partitioned run reads: the parent's partitions, or, for an unpartitioned raw table whose input
-        metadata names a `lakehouse/partition_column`, the rows of the run's own partitions. None otherwise.
+    def _remember_read(self, context: dg.InputContext, table: str, snapshot_id: int | None) -> None:
+        """Note the snapshot of `table` the step read, for its outputs' `lakehouse/input_snapshots`."""
+        step = step_context_of(context)
+        if step is None:
+            return
+        key = (step.run_id, step.step.key)
+        self._reads.setdefault(key, {})[context.asset_key] = (table, snapshot_id)
+        self._reads.move_to_end(key)
+        while len(self._reads) > _REMEMBERED_STEPS:  # a long-lived process runs many steps
+            self._reads.popitem(last=False)
 
-        With the table, when its schema was needed to build them (the read then uses it rather than load it again).
-        """
+    def _input_snapshots(self, context: dg.OutputContext) -> dict[str, int | None]:
+        """Table -> snapshot id the output's step read of the output's parents (all its reads when unknown)."""
         step = _optional(lambda: context.step_context)
-        if step is None or not step.has_partitions:  # outside a run, or an unpartitioned run
-            return None, None
-        if not data_dimensions(step.entity_partitions_def):
-            return None, None
-        if context.has_asset_partitions:
-            partitions_def = context.asset_partitions_def
-            keys: Sequence[str] = context.asset_partition_keys
-            columns_metadata = upstream_metadata
-        elif metadata_value(context.definition_metadata, PARTITION_COLUMN_KEY, PARTITION_EXPR_KEY) is not None:
-            partitions_def = step.entity_partitions_def
-            keys = partitions_def.get_partition_keys_in_range(step.partition_key_range)
-            columns_metadata = context.definition_metadata
-        else:
-            return None, None
-        if not data_dimensions(partitions_def):
-            return None, None
-        columns = partition_columns(columns_metadata, partitions_def, where)
-        loaded = self.store.get_lakehouse().table(table, branch)
-        known = {field.name: field.field_type for field in loaded.schema().fields}
-        return loaded, build_scope(
-            partitions_def,
-            keys,
-            columns,
-            lambda c: iceberg_kind(known[c]) if c in known else _missing_column(c, known, where),
-            where,
-        )
+        if step is None:
+            return {}
+        reads = self._reads.get((step.run_id, step.step.key), {})
+        assets_def = step.assets_def
+        parents = assets_def.asset_deps.get(context.asset_key) if assets_def is not None else None
+        return {table: snapshot for key, (table, snapshot) in reads.items() if parents is None or key in parents}
 
 
 def _lakehouse_outputs(step: StepExecutionContext) -> list[str]:
@@ -268,10 +282,6 @@ def _lakehouse_outputs(step: StepExecutionContext) -> list[str]:
         if isinstance(getattr(step.resources, output.io_manager_key, None), LakehouseIOManager):
             found.append(key.to_user_string())
     return found
-
-
-def _missing_column(column: str, known: Mapping[str, Any], where: str) -> typing.NoReturn:
-    raise ColumnNotFound(f"{where}: no partition column {column!r}; columns are: {', '.join(known)}")
 
 
 def _columns(value: Any, where: str) -> list[str] | None:

@@ -41,14 +41,20 @@ def write_metadata(
     result: WriteResult,
     *,
     partitioned: bool = False,
+    partition_rows: int | None = None,
     input_columns: Mapping[dg.AssetKey, Sequence[str]] | None = None,
+    input_snapshots: Mapping[str, int | None] | None = None,
 ) -> dict[str, Any]:
-    """Output metadata of one write: row count, schema, table name and URI, branch, snapshot, metadata file, and
-    column lineage for the columns passed through from `input_columns` (the columns each parent was read with)."""
+    """Output metadata of one write: row count (`partition_rows`, a partitioned write's rows of its partitions
+    after it, else the table's), schema, table name and URI, branch, snapshot, metadata file, column lineage for
+    the columns passed through from `input_columns` (the columns each parent was read with), and
+    `lakehouse/input_snapshots`, the snapshot of each parent table the step read (`input_snapshots`)."""
     table = result.iceberg_table
     schema = table.schema()
     metadata: dict[str, Any] = {
-        "dagster/row_count": dg.MetadataValue.int(total_rows(table, result.rows)),
+        "dagster/row_count": dg.MetadataValue.int(
+            partition_rows if partition_rows is not None else total_rows(table, result.rows)
+        ),
         "dagster/column_schema": dg.MetadataValue.table_schema(table_schema(schema)),
         "dagster/table_name": dg.MetadataValue.text(result.table),
         "lakehouse/uri": dg.MetadataValue.path(table.location()),
@@ -60,8 +66,11 @@ def write_metadata(
     if result.snapshot_id is not None:
         metadata["lakehouse/snapshot_id"] = dg.MetadataValue.int(result.snapshot_id)
     if partitioned:
-        metadata["dagster/partition_row_count"] = dg.MetadataValue.int(result.rows)
+        rows = partition_rows if partition_rows is not None else result.rows
+        metadata["dagster/partition_row_count"] = dg.MetadataValue.int(rows)
     lineage = column_lineage([field.name for field in schema.fields], input_columns or {})
     if lineage is not None:
         metadata["dagster/column_lineage"] = dg.MetadataValue.column_lineage(lineage)
+    if input_snapshots:
+        metadata["lakehouse/input_snapshots"] = dg.MetadataValue.json(dict(sorted(input_snapshots.items())))
     return metadata

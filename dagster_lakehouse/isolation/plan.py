@@ -8,12 +8,14 @@ from typing import Any
 
 PLAN_EXTRA = "lakehouse/model_run"
 WRITE_MESSAGE = "lakehouse/write"
+INPUTS_MESSAGE = "lakehouse/inputs_read"
 ERROR_MESSAGE = "lakehouse/error"
 
 
 @dataclass(frozen=True)
 class InputRead:
-    """One parameter of the model: the table it reads, with the input's columns, filter and `load_as`."""
+    """One parameter of the model: the table it reads, with the input's columns, filter and `load_as`; `ref` when
+    it is read elsewhere than the run's branch head (at the commit this run wrote it: `<branch>@<commit>`)."""
 
     parameter: str
     table: str
@@ -21,6 +23,7 @@ class InputRead:
     filter: str | None = None
     load_as: str | None = None
     where: str = ""
+    ref: str | None = None
 
 
 @dataclass(frozen=True)

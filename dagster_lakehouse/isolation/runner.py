@@ -17,7 +17,7 @@ from typing import Any
 from dagster_pipes import PipesContext, open_dagster_pipes
 
 from dagster_lakehouse.frames import input_handler, output_handler
-from dagster_lakehouse.isolation.plan import ERROR_MESSAGE, WRITE_MESSAGE, ModelRun
+from dagster_lakehouse.isolation.plan import ERROR_MESSAGE, INPUTS_MESSAGE, WRITE_MESSAGE, ModelRun
 from dagster_lakehouse.lakehouse import Lakehouse
 from dagster_lakehouse.lakehouse.errors import LakehouseError
 from dagster_lakehouse.lakehouse.write_data import write_data
@@ -59,13 +59,18 @@ def run_model(plan: ModelRun, pipes: PipesContext) -> None:
     )
     try:
         values: dict[str, Any] = {}
+        snapshots: dict[str, int | None] = {}
         for read in plan.inputs:
             handler = input_handler(read.load_as, hints.get(read.parameter), read.where)
+            ref = read.ref or plan.branch
+            loaded = lakehouse.table(read.table, ref)
             values[read.parameter] = handler.read(
-                lakehouse, read.table, plan.branch, loaded=None, columns=read.columns, filter=read.filter,
-                where=read.where,
+                lakehouse, read.table, ref, loaded=loaded, columns=read.columns, filter=read.filter, where=read.where,
             )  # fmt: skip
-            pipes.log.info(f"{read.where}: read as {handler.label}")
+            snapshot = loaded.current_snapshot()
+            snapshots[read.table] = snapshot.snapshot_id if snapshot is not None else None
+            pipes.log.info(f"{read.where}: read as {handler.label}" + (f" at {ref}" if read.ref else ""))
+        pipes.report_custom_message({INPUTS_MESSAGE: snapshots})
         output = function(**values)
         if output is None:
             pipes.log.info(f"{plan.where} returned None: nothing written to the lakehouse")

@@ -13,14 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
+from dagster_lakehouse.dagster.branch import step_context_of
 from dagster_lakehouse.dagster.errors import LakehouseIOError
 from dagster_lakehouse.dagster.io_manager import LakehouseIOManager
 from dagster_lakehouse.dagster.metadata import write_metadata
+from dagster_lakehouse.dagster.own_writes import OwnWrite, own_write_in_lineage, record_provenance
 from dagster_lakehouse.dagster.strategies import write_strategy
 from dagster_lakehouse.dagster.tables import table_name_for
 from dagster_lakehouse.isolation.environments import Environment, ensure_environment
 from dagster_lakehouse.isolation.errors import IsolatedModelError
-from dagster_lakehouse.isolation.plan import ERROR_MESSAGE, WRITE_MESSAGE, InputRead, ModelRun
+from dagster_lakehouse.isolation.plan import ERROR_MESSAGE, INPUTS_MESSAGE, WRITE_MESSAGE, InputRead, ModelRun
 from dagster_lakehouse.lakehouse import errors as lakehouse_errors
 from dagster_lakehouse.lakehouse.commits import load_at
 from dagster_lakehouse.lakehouse.config import DEFAULT_PATH
@@ -67,6 +69,12 @@ def run_isolated(
     context.log.info(_describe_environment(environment, m))
     context.log.info(f"{where}: {strategy.describe(None)}")
     properties = {"dagster.asset-key": asset_key.to_user_string()}
+    step = step_context_of(context)
+    own: dict[str, OwnWrite] = {}
+    for u in upstreams:  # a parent this run wrote is read at the commit it wrote, as the IO manager reads it
+        found = own_write_in_lineage(step, dg.AssetKey(list(u.key)), branch) if step is not None else None
+        if found is not None:
+            own[u.parameter] = found
     plan = ModelRun(
         notebook=str(m.notebook),
         model=m.name,
@@ -79,7 +87,7 @@ def run_isolated(
             "path": None if store.path == DEFAULT_PATH else store.path,
         },
         branch=branch,
-        inputs=[_read_of(u, label, branch) for u in upstreams],
+        inputs=[_read_of(u, label, branch, own.get(u.parameter)) for u in upstreams],
         mode=strategy.mode,
         key=list(strategy.key),
         overwrite_filter=strategy.overwrite_filter,
@@ -88,7 +96,11 @@ def run_isolated(
         snapshot_properties=properties,
         allow_main=store.allow_main,
     )
-    written = _run(context, environment, plan, m)
+    written, snapshots = _run(context, environment, plan, m)
+    if step is not None:
+        for u in upstreams:
+            if u.parameter in own:
+                record_provenance(step, dg.AssetKey(list(u.key)), own[u.parameter])
     metadata: dict[str, Any] = {}
     data_version = None
     if written is not None:
@@ -96,7 +108,7 @@ def run_isolated(
         iceberg_table = load_at(lakehouse.catalog(branch), table, written["metadata_location"])
         result = WriteResult(**written, iceberg_table=iceberg_table)
         inputs = {dg.AssetKey(list(u.key)): list(u.input.columns) for u in upstreams if u.input and u.input.columns}
-        metadata = write_metadata(result, partitioned=False, input_columns=inputs)
+        metadata = write_metadata(result, partitioned=False, input_columns=inputs, input_snapshots=snapshots)
         metadata.update(strategy.metadata(None))
         if result.snapshot_id is not None:
             data_version = dg.DataVersion(str(result.snapshot_id))
@@ -104,9 +116,10 @@ def run_isolated(
     return dg.MaterializeResult(metadata=metadata, data_version=data_version)
 
 
-def _read_of(u: Upstream, label: str, branch: str) -> InputRead:
+def _read_of(u: Upstream, label: str, branch: str, own: OwnWrite | None) -> InputRead:
     declared = u.input
     return InputRead(
+        ref=own.ref if own is not None else None,
         parameter=u.parameter,
         table=u.table,
         columns=list(declared.columns) if declared is not None and declared.columns is not None else None,
@@ -118,8 +131,9 @@ def _read_of(u: Upstream, label: str, branch: str) -> InputRead:
 
 def _run(
     context: dg.AssetExecutionContext, environment: Environment, plan: ModelRun, m: NotebookModel
-) -> dict[str, Any] | None:
-    """Run the model's process in `environment` through a Pipes session; its write, or its error re-raised here."""
+) -> tuple[dict[str, Any] | None, dict[str, int | None]]:
+    """Run the model's process in `environment` through a Pipes session; its write and the snapshot of each table it
+    read, or its error re-raised here."""
     env = {k: v for k, v in os.environ.items() if k not in _NOT_PASSED}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)  # Pipes' own use of a preview hook, not ours
@@ -151,7 +165,7 @@ def _run(
             f"model {m.name!r} ({m.location}): its process in environment {environment.hash} exited with code "
             f"{code} without reporting a result (killed? out of memory?)"
         )
-    return messages[WRITE_MESSAGE]
+    return messages[WRITE_MESSAGE], dict(messages.get(INPUTS_MESSAGE) or {})
 
 
 def _reraised(error: dict[str, Any], m: NotebookModel, environment: Environment) -> Exception:
