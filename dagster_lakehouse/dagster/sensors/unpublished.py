@@ -32,6 +32,8 @@ from dagster._core.definitions.events import AssetKeyPartitionKey
 from dagster._core.execution.backfill import BulkActionStatus
 from dagster._core.storage.tags import BACKFILL_ID_TAG
 
+from dagster_lakehouse.dagster.sensors.run_audit import AssetPartition, audit_run, label
+
 __all__ = [
     "BACKFILL_OUTCOME_TAG",
     "mark_run_unpublished",
@@ -44,12 +46,6 @@ BACKFILL_OUTCOME_TAG = "lakehouse/backfill_outcome"
 `recorded`."""
 _PENDING, _RECORDED = "pending", "recorded"
 _COMPLETED = (BulkActionStatus.COMPLETED, BulkActionStatus.COMPLETED_SUCCESS, BulkActionStatus.COMPLETED_FAILED)
-
-AssetPartition = tuple[dg.AssetKey, str | None]
-
-
-def _label(key: dg.AssetKey, partition: str | None) -> str:
-    return key.to_user_string() + (f" [{partition}]" if partition is not None else "")
 
 
 def unpublished_observations(
@@ -67,7 +63,7 @@ def unpublished_observations(
     its work stays on and the target it did not reach (`extra` adds entries per asset partition)."""
     where = f" into {target!r}" if target else ""
     events = []
-    for key, partition in sorted(set(asset_partitions), key=lambda ap: _label(*ap)):
+    for key, partition in sorted(set(asset_partitions), key=lambda ap: label(*ap)):
         metadata: dict[str, dg.MetadataValue] = {
             "lakehouse/merge": dg.MetadataValue.text(status),
             "lakehouse/published": dg.MetadataValue.bool(False),
@@ -123,20 +119,6 @@ def settle_backfills(instance: dg.DagsterInstance, asset_graph: Any, log: loggin
     return done
 
 
-def _planned(instance: dg.DagsterInstance, run: dg.DagsterRun) -> set[AssetKeyPartitionKey]:
-    """The asset partitions the run planned to materialize."""
-    planned: set[AssetKeyPartitionKey] = set()
-    for entry in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED):
-        data = entry.dagster_event.event_specific_data if entry.dagster_event else None
-        if data is None:
-            continue
-        if data.partition is not None or data.partitions_subset is None:
-            planned.add(AssetKeyPartitionKey(data.asset_key, data.partition))
-        else:
-            planned.update(AssetKeyPartitionKey(data.asset_key, p) for p in data.partitions_subset.get_partition_keys())
-    return planned
-
-
 def _fail_backfill(
     instance: dg.DagsterInstance, backfill: Any, runs: list[dg.DagsterRun], asset_graph: Any, log: Any
 ) -> None:
@@ -145,8 +127,8 @@ def _fail_backfill(
     if backfill.is_asset_backfill and asset_graph is not None:
         try:
             data = backfill.get_asset_backfill_data(asset_graph)
-            planned = set().union(*(_planned(instance, run) for run in runs))
-            known = {ap for ap in planned if ap.asset_key in data.target_subset.asset_keys}
+            planned = set().union(*(audit_run(instance, run).planned for run in runs))
+            known = {AssetKeyPartitionKey(k, p) for k, p in planned if k in data.target_subset.asset_keys}
             failed = AssetGraphSubset.from_asset_partition_set(known, asset_graph)
             data = data._replace(
                 materialized_subset=data.materialized_subset - failed,
