@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from dagster_lakehouse.lakehouse.errors import LakehouseError, LakehouseIOError, MergeConflict, WriteConflict
+from dagster_lakehouse.lakehouse.error_copies import named
+from dagster_lakehouse.lakehouse.errors import LakehouseError, LakehouseIOError
 
 __all__ = ["BranchResolutionError", "LakehouseIOError", "naming"]
 
@@ -16,10 +17,12 @@ class BranchResolutionError(LakehouseError, ValueError):
 
 @contextmanager
 def naming(prefix: str) -> Iterator[None]:
-    """Re-raise core errors as the same class with `prefix` (asset, input, table, branch) added to the message."""
+    """Re-raise core errors as the same class and fields with `prefix` (asset, input, table, branch) added to the
+    message (`error_copies.named`: no constructor is called, so errors taking other arguments keep their class)."""
     try:
         yield
-    except (MergeConflict, WriteConflict):
-        raise  # their messages name the tables and branches already, and their fields stay for callers
     except LakehouseError as exc:
-        raise type(exc)(f"{prefix}: {exc}") from exc
+        renamed = named(exc, prefix)  # conflicts name their tables and branches already and pass through as they are
+        if renamed is exc:
+            raise
+        raise renamed from exc

@@ -19,6 +19,7 @@ from dagster_pipes import PipesContext, open_dagster_pipes
 from dagster_lakehouse.frames import input_handler, output_handler
 from dagster_lakehouse.isolation.plan import ERROR_MESSAGE, INPUTS_MESSAGE, WRITE_MESSAGE, ModelRun
 from dagster_lakehouse.lakehouse import Lakehouse
+from dagster_lakehouse.lakehouse.error_copies import error_record, named
 from dagster_lakehouse.lakehouse.errors import LakehouseError
 from dagster_lakehouse.lakehouse.write_data import write_data
 from dagster_lakehouse.notebook.errors import NotebookLoadError
@@ -85,7 +86,10 @@ def run_model(plan: ModelRun, pipes: PipesContext) -> None:
                 allow_main=plan.allow_main, **({"key": list(plan.key)} if plan.key else {}),
             )  # fmt: skip
         except LakehouseError as exc:
-            raise type(exc)(f"{where}: {exc}") from exc
+            renamed = named(exc, where)  # as the IO manager names it, keeping the class and its fields
+            if renamed is exc:
+                raise
+            raise renamed from exc
         written = {f.name: getattr(result, f.name) for f in fields(result) if f.name != "iceberg_table"}
         pipes.log.info(f"{where}: wrote {result.rows} rows, snapshot {result.snapshot_id}")
         pipes.report_custom_message({WRITE_MESSAGE: written})
@@ -102,7 +106,7 @@ def _model_function(module: Any, name: str, path: Path) -> Any:
 
 
 def _describe(exc: BaseException, notebook: Path) -> dict[str, Any]:
-    """The error as the step re-raises it: type, message, the innermost notebook line, and the traceback."""
+    """The error as the step re-raises it: class, message and fields, the innermost notebook line, the traceback."""
     line = None
     frame = exc.__traceback__
     while frame is not None:
@@ -112,9 +116,7 @@ def _describe(exc: BaseException, notebook: Path) -> dict[str, Any]:
     if line is None and isinstance(exc, NotebookLoadError) and exc.path == str(notebook):
         line = exc.line
     return {
-        "type": type(exc).__name__,
-        "module": type(exc).__module__,
-        "message": str(exc),
+        **error_record(exc),  # type, module, message and fields: the step rebuilds a lakehouse error from them
         "line": line,
         "traceback": "".join(traceback.format_exception(exc)),
     }

@@ -3,7 +3,6 @@ there through Dagster Pipes, and report its write exactly as the IO manager repo
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
@@ -23,9 +22,9 @@ from dagster_lakehouse.dagster.tables import table_name_for
 from dagster_lakehouse.isolation.environments import Environment, ensure_environment
 from dagster_lakehouse.isolation.errors import IsolatedModelError
 from dagster_lakehouse.isolation.plan import ERROR_MESSAGE, INPUTS_MESSAGE, WRITE_MESSAGE, InputRead, ModelRun
-from dagster_lakehouse.lakehouse import errors as lakehouse_errors
 from dagster_lakehouse.lakehouse.commits import load_at
 from dagster_lakehouse.lakehouse.config import DEFAULT_PATH
+from dagster_lakehouse.lakehouse.error_copies import rebuilt
 from dagster_lakehouse.lakehouse.write_result import WriteResult
 
 if TYPE_CHECKING:
@@ -169,31 +168,16 @@ def _run(
 
 
 def _reraised(error: dict[str, Any], m: NotebookModel, environment: Environment) -> Exception:
-    """The model's error as the step raises it: the same lakehouse error class when it was one (a conflict, a
-    protected branch), else `IsolatedModelError`; the message has notebook:line and the model's traceback."""
+    """The model's error as the step raises it: the same lakehouse error class with the same fields when it was one (a
+    conflict, a protected branch; rebuilt without calling its constructor), else `IsolatedModelError`; the message has
+    notebook:line and the model's traceback."""
     line = error.get("line")
     where = f"failed at {m.notebook}:{line}" if line else f"({m.location}) failed"
     message = (
         f"model {m.name!r} {where} in its isolated environment {environment.hash}: "
         f"{error['type']}: {error['message']}\n\nTraceback in the model's process:\n{error['traceback']}"
     )
-    cls = _lakehouse_error_class(error.get("module"), error.get("type"))
-    try:
-        return cls(message) if cls is not None else IsolatedModelError(message)
-    except TypeError:
-        return IsolatedModelError(message)
-
-
-def _lakehouse_error_class(module: str | None, name: str | None) -> type[Exception] | None:
-    if not module or not name or not module.startswith("dagster_lakehouse."):
-        return None
-    try:
-        cls = getattr(importlib.import_module(module), name, None)
-    except ImportError:
-        return None
-    if isinstance(cls, type) and issubclass(cls, lakehouse_errors.LakehouseError):
-        return cls
-    return None
+    return rebuilt(error, message) or IsolatedModelError(message)
 
 
 def _describe_environment(environment: Environment, m: NotebookModel) -> str:

@@ -31,6 +31,12 @@ from pyparsing import ParseException
 
 from dagster_lakehouse.lakehouse.errors import ColumnNotFound, InvalidFilter, RowsOutsideFilter
 from dagster_lakehouse.lakehouse.filter_literals import OffsetOnNaiveColumn, TemporalLiterals
+from dagster_lakehouse.lakehouse.filter_numbers import (
+    ExactNumbers,
+    NumberOutOfRange,
+    malformed_number,
+    spell_numbers,
+)
 
 FilterLike = str | BooleanExpression | None
 
@@ -44,11 +50,24 @@ def parse_filter(expression: FilterLike, *, context: str = "") -> BooleanExpress
     if not isinstance(expression, str):
         raise InvalidFilter(f"{context}filter must be a string or a PyIceberg expression, not {type(expression).__name__}")
     try:
-        return _parse(expression)
-    except ParseException as exc:
+        spelled = spell_numbers(expression)
+        return _parse(spelled.text)
+    except NumberOutOfRange as exc:
         raise InvalidFilter(
-            f"{context}cannot parse filter {shown(expression)} at character {exc.loc + 1}: "
-            f"unexpected {expression[exc.loc:exc.loc + 20]!r}; expected comparisons such as "
+            f"{context}cannot parse filter {shown(expression)} at character {exc.position + 1}: number {exc.token} is "
+            "beyond the range of every column type (a double's largest is about 1.8e308)"
+        ) from None
+    except ParseException as exc:
+        bad = malformed_number(expression)
+        if bad is not None:
+            raise InvalidFilter(
+                f"{context}cannot parse filter {shown(expression)} at character {bad[0] + 1}: malformed number "
+                f"{bad[1]!r}; numbers are written like 12, -1.5, .5, 1e3 or 2.5E-3"
+            ) from exc
+        loc = spelled.original(exc.loc)
+        raise InvalidFilter(
+            f"{context}cannot parse filter {shown(expression)} at character {loc + 1}: "
+            f"unexpected {expression[loc:loc + 20]!r}; expected comparisons such as "
             "\"col >= 'value'\", \"col in (1, 2)\", \"col is null\", joined by and/or/not"
         ) from exc
     except (RecursionError, ValueError, TypeError) as exc:
@@ -72,13 +91,14 @@ def prepare_filter(
 ) -> tuple[BooleanExpression, BooleanExpression]:
     """Parse a filter and check it against `schema`: returns (unbound for PyIceberg scans, bound).
 
-    Date-only and space-separated timestamp strings are accepted for timestamp columns.
+    Date-only and space-separated timestamp strings are accepted for timestamp columns; numbers finer than an integer
+    or decimal column are compared exactly (`filter_numbers`).
     """
     text = shown(expression)
     parsed = parse_filter(expression, context=context)
     try:
         temporal = TemporalLiterals(schema)
-        normalised = visit(parsed, temporal)
+        normalised = visit(visit(parsed, temporal), ExactNumbers(schema))
         for column, values in temporal.offsets.items():
             if values:
                 raise OffsetOnNaiveColumn(column, schema.find_field(column).field_type, values)

@@ -28,6 +28,7 @@ from dagster_lakehouse.lakehouse.commits import CatalogCommit, Pointer, add_log_
 from dagster_lakehouse.lakehouse.errors import ColumnNotFound, InvalidWrite, SchemaMismatch
 from dagster_lakehouse.lakehouse.filters import filter_string, prepare_filter
 from dagster_lakehouse.lakehouse.history import op_props
+from dagster_lakehouse.lakehouse.partition_specs import spec_change, update_schema
 from dagster_lakehouse.lakehouse.schema import plan_schema
 from dagster_lakehouse.lakehouse.write_data import InMemoryData, WriteData
 from dagster_lakehouse.lakehouse.writes import append_files, create_transaction, delete_rows, write_properties
@@ -202,9 +203,16 @@ class UpsertCommit(CatalogCommit):
                 f"{', '.join(plan.data.schema.names)}); add them (as nulls to clear them); nothing was written"
             )
         tx = transaction(table)
+        spec = spec_change(
+            schema, table.spec(), plan.data.schema, partition_by=self.partition_by, replace_all=False, retyped=[],
+            context=self.context,
+        )  # fmt: skip
         if plan.evolve:
-            with tx.update_schema() as update:
+            with update_schema(tx) as update:
                 update.union_by_name(plan.data.schema)
+        if spec is not None:
+            spec.clear(tx)
+            spec.apply(tx)
         evolved = tx.table_metadata.schema()
         target = schema_to_pyarrow(evolved, include_field_ids=False)
         data = plan.data.select(target.names).cast(target)

@@ -35,6 +35,7 @@ from dagster_lakehouse.lakehouse.filters import FilterLike, filter_string, prepa
 from dagster_lakehouse.lakehouse.history import chain, op_props, since, table_op
 from dagster_lakehouse.lakehouse.merge_rules import race_conflict
 from dagster_lakehouse.lakehouse.parquet_stream import ParquetStream
+from dagster_lakehouse.lakehouse.partition_specs import spec_change, update_schema
 from dagster_lakehouse.lakehouse.polars_sink import delete_files, sink_files, sink_unsupported
 from dagster_lakehouse.lakehouse.row_checks import check_scope
 from dagster_lakehouse.lakehouse.schema import plan_schema
@@ -181,20 +182,28 @@ class WriteCommit(CatalogCommit):
             row_filter, _ = prepare_filter(table.schema(), self.where, context=self.context)
         self._check_race(table, row_filter)
         tx = transaction(table)
-        if plan.drop:
-            with tx.update_schema() as update:
-                for column in plan.drop:
-                    update.delete_column(column)
-        if plan.evolve:
-            with tx.update_schema() as update:
-                update.union_by_name(plan.data.schema)
-        replaces = None
+        replaces = None  # the rows go first, under the schema and spec they were written with
         if replace_all:
             replaces = ""
             delete_rows(tx, AlwaysTrue(), {**self.props, **op_props("replace")})
         elif row_filter is not None:
             replaces = filter_string(row_filter)
             delete_rows(tx, row_filter, {**self.props, **op_props("delete", replaces)})
+        spec = spec_change(
+            table.schema(), table.spec(), plan.data.schema, partition_by=self.partition_by, replace_all=replace_all,
+            retyped=plan.drop, context=self.context,
+        )  # fmt: skip
+        if spec is not None:
+            spec.clear(tx)  # before the schema drops a partition column
+        if plan.drop:
+            with update_schema(tx) as update:
+                for column in plan.drop:
+                    update.delete_column(column)
+        if plan.evolve:
+            with update_schema(tx) as update:
+                update.union_by_name(plan.data.schema)
+        if spec is not None:
+            spec.apply(tx)
         self._append(tx, plan.data.schema, {**self.props, **op_props("append", replaces=replaces)})
         return tx
 
