@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from dagster_lakehouse.lakehouse.errors import LakehouseError
+from dagster_lakehouse.lakehouse.locations import file_uri, local_io_properties, sqlite_url
 
 DEFAULT_PATH = ".lakehouse"
 DEFAULT_STORAGE_RETRY_SECONDS = 30.0
@@ -32,10 +33,11 @@ class LakehouseConfig:
 
     @classmethod
     def local(cls, path: str | os.PathLike[str] = DEFAULT_PATH) -> LakehouseConfig:
-        """The embedded default: a SQLite catalog file and a warehouse folder under `path`."""
+        """The embedded default: a SQLite catalog file and a warehouse folder under `path` (any characters: the
+        catalog URL and the warehouse URI escape them, `locations`)."""
         root = Path(path).expanduser().resolve()
         (root / "warehouse").mkdir(parents=True, exist_ok=True)
-        return cls(catalog_uri=f"sqlite:///{root / 'catalog.db'}", warehouse=(root / "warehouse").as_uri())
+        return cls(catalog_uri=sqlite_url(root / "catalog.db"), warehouse=file_uri(root / "warehouse"))
 
     @classmethod
     def resolve(
@@ -60,10 +62,11 @@ class LakehouseConfig:
             )
         merged = {**_env_properties(warehouse or "", env), **(properties or {})}
         local = cls.local(path or env.get("LAKEHOUSE_PATH") or DEFAULT_PATH) if not (catalog_uri and warehouse) else None
+        warehouse = warehouse or local.warehouse  # type: ignore[union-attr]
         return cls(
             catalog_uri=catalog_uri or local.catalog_uri,  # type: ignore[union-attr]
-            warehouse=warehouse or local.warehouse,  # type: ignore[union-attr]
-            properties={key: str(value) for key, value in merged.items()},
+            warehouse=warehouse,
+            properties=local_io_properties(warehouse, {key: str(value) for key, value in merged.items()}),
             storage_retry_seconds=_retry_seconds(storage_retry_seconds, env),
             history_retention=_retention(history_retention, env),
         )

@@ -162,3 +162,24 @@ class RevertConflict(LakehouseError):
             f"cannot revert commit {commit} on '{branch}': {details}; nothing was reverted "
             f"(revert the later commits first, or reset the branch with reset(branch, to=...))"
         )
+
+
+class PartitionPathTooLong(InvalidWrite):
+    """A write's rows fall in a partition whose folder name (`column=value`) or file path is longer than the store
+    holds (a local file system: 255 bytes per name on most; S3: 1024 bytes per key); nothing was written."""
+
+    def __init__(self, table: str, branch: str, column: str, value: str, name: str, size: int, limit: str, store: str):
+        self.table = table
+        self.branch = branch
+        self.column = column
+        self.value = value
+        self.size = size
+        shown_value = value if len(value) <= 60 else f"{value[:60]}... ({len(value.encode())} bytes)"
+        shown_name = name if len(name) <= 60 else f"{name[:60]}..."
+        shown_column = column if len(column) <= 60 else f"{column[:60]}... ({len(column.encode())} bytes)"
+        super().__init__(
+            f"cannot write table '{table}' on branch '{branch}': partition column '{shown_column}' = {shown_value!r} needs "
+            f"{shown_name!r} ({size} bytes) in the file path, and {store} holds at most {limit} bytes; nothing was "
+            f"written. Partition by a shorter value (e.g. a bucket or truncate of '{shown_column}', or another column), "
+            f"rename a long column, or keep the table in an object store (S3 keys hold 1024 bytes)"
+        )

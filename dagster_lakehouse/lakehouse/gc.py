@@ -33,6 +33,7 @@ from dagster_lakehouse.lakehouse import refs as refstore
 from dagster_lakehouse.lakehouse.catalog import IcebergTables
 from dagster_lakehouse.lakehouse.errors import LakehouseError
 from dagster_lakehouse.lakehouse.gc_grace import MIN_OLDER_THAN, check_grace
+from dagster_lakehouse.lakehouse.locations import canonical, file_uri, is_local, legacy_key, native_path
 from dagster_lakehouse.lakehouse.progress import Progress
 from dagster_lakehouse.lakehouse.storage import retrying
 
@@ -65,11 +66,8 @@ BATCH_SIZE = 1000
 
 
 def _key(uri: str) -> str:
-    """Normalise `s3://b/k`, `file:///p` and `/p` to one comparable form."""
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        return "file://" + parsed.path
-    return f"{parsed.scheme}://{parsed.netloc}{parsed.path}"
+    """Normalise `s3://b/k`, `file:///p` and `/p` to one comparable form (`locations.canonical`)."""
+    return canonical(uri)
 
 
 class Marker:
@@ -86,7 +84,8 @@ class Marker:
         self._seen: set[str] = set()
 
     def __contains__(self, uri: str) -> bool:
-        return _key(uri) in self.reached
+        key = _key(uri)
+        return key in self.reached or legacy_key(key) in self.reached  # legacy: a name older writers kept escaped
 
     def keep(self, uris: Iterable[str]) -> None:
         """Mark files without reading them."""
@@ -172,16 +171,16 @@ _TABLE_FILE = re.compile(r"^[^/]+/[^/]+/(data|metadata)/")
 def list_warehouse(properties: dict[str, str], warehouse: str) -> list[tuple[str, float]]:
     """All files under the warehouse with their modification times (seconds since the epoch)."""
     io = load_file_io(properties, warehouse)
-    parsed = urlparse(warehouse)
-    scheme = parsed.scheme or "file"
+    parsed, local = urlparse(warehouse), is_local(warehouse)
+    scheme = "file" if local else parsed.scheme
     fs = io.fs_by_scheme(scheme, parsed.netloc)  # type: ignore[attr-defined]
-    root = parsed.path if scheme == "file" else f"{parsed.netloc}{parsed.path}"
+    root = native_path(warehouse) if local else f"{parsed.netloc}{parsed.path}"
     infos = fs.get_file_info(FileSelector(root, recursive=True, allow_not_found=True))
     files = []
     for info in infos:
         if info.type != FileType.File:
             continue
-        uri = f"file://{info.path}" if scheme == "file" else f"{scheme}://{info.path}"
+        uri = file_uri(info.path) if local else f"{scheme}://{info.path}"
         mtime = info.mtime.timestamp() if info.mtime is not None else 0.0
         files.append((uri, mtime))
     return files

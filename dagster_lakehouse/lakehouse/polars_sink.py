@@ -32,6 +32,8 @@ from pyiceberg.table.metadata import TableMetadata
 from pyiceberg.typedef import Record
 from pyiceberg.utils.properties import property_as_int
 
+from dagster_lakehouse.lakehouse.locations import is_local, native_path
+
 __all__ = ["delete_files", "sink_files", "sink_unsupported"]
 
 def sink_unsupported(metadata: TableMetadata, schema: pa.Schema) -> str | None:
@@ -90,19 +92,21 @@ def sink_files(
     )
     sunk: list[Any] = []
     started: list[str] = []
+    location_of: dict[str, str] = {}  # Polars' sink takes a local file's native path (`locations`), not its URI
 
     def path_of(args: Any) -> str:
         started.append(locations.new_data_location(f"00000-{args.index_in_partition}-{write_uuid}.parquet"))
-        return started[-1]
+        location_of[native_path(started[-1])] = started[-1]
+        return native_path(started[-1])
 
     try:
         lazy.sink_parquet(
-            pl.PartitionBy(metadata.location, file_path_provider=path_of, approximate_bytes_per_file=target),
+            pl.PartitionBy(native_path(metadata.location), file_path_provider=path_of, approximate_bytes_per_file=target),
             arrow_schema=arrow_schema,
             row_group_size=rows_per_group,
             storage_options=storage_options,
             sinked_paths_callback=lambda args: sunk.extend(args.paths),
-            mkdir=metadata.location.startswith(("file:", "/")),  # on S3 it would leave an empty 'data/' object
+            mkdir=is_local(metadata.location),  # on S3 it would leave an empty 'data/' object
             engine="streaming",
         )
     except BaseException:
@@ -113,7 +117,8 @@ def sink_files(
     column_ids = parquet_path_to_id_mapping(table_schema)
     files = []
     for path in (p for p in sunk if p.num_rows):
-        with io.new_input(path.path).open() as stream:
+        location = location_of.get(path.path, path.path)
+        with io.new_input(location).open() as stream:
             footer = pq.read_metadata(stream)
         statistics = data_file_statistics_from_parquet_metadata(
             parquet_metadata=footer, stats_columns=statistics_plan, parquet_column_mapping=column_ids
@@ -121,7 +126,7 @@ def sink_files(
         files.append(
             DataFile.from_args(
                 content=DataFileContent.DATA,
-                file_path=path.path,
+                file_path=location,
                 file_format=FileFormat.PARQUET,
                 partition=Record(),
                 file_size_in_bytes=path.num_bytes,

@@ -25,6 +25,7 @@ from pyiceberg.transforms import IdentityTransform
 from pyiceberg.utils.concurrent import ExecutorFactory
 
 from dagster_lakehouse.lakehouse import read_cache
+from dagster_lakehouse.lakehouse.locations import keeps_escapes, native_path
 
 __all__ = ["ReadPlan", "lazy_scan", "plan_read"]
 
@@ -133,7 +134,10 @@ def lazy_scan(plan: ReadPlan, storage_options: dict[str, str] | None) -> pl.Lazy
     """A lazy scan of the plan's files with every column of its schema (Polars reads only what the query needs)."""
     if plan.fallback is not None:
         snapshot_id = plan.snapshot.snapshot_id if plan.snapshot is not None else None
-        return pl.scan_iceberg(plan.table, snapshot_id=snapshot_id, storage_options=storage_options)
+        reader = "pyiceberg" if any(keeps_escapes(f.file_path) for f in plan.files) else None  # see `locations`
+        return pl.scan_iceberg(
+            plan.table, snapshot_id=snapshot_id, storage_options=storage_options, reader_override=reader
+        )
     empty = pl.from_arrow(schema_to_pyarrow(plan.schema, include_field_ids=False).empty_table())
     assert isinstance(empty, pl.DataFrame)
     if not plan.files:
@@ -142,7 +146,7 @@ def lazy_scan(plan: ReadPlan, storage_options: dict[str, str] | None) -> pl.Lazy
 
     rows = sum(f.record_count for f in plan.files)
     return pl.scan_parquet(
-        [f.file_path for f in plan.files],
+        [native_path(f.file_path) for f in plan.files],  # local files by the rule of `locations`
         glob=False,
         schema=empty.schema,  # else Polars takes the first file's columns: a file older than a column would hide it
         cast_options=ScanCastOptions._default_iceberg(),

@@ -28,6 +28,7 @@ from dagster_lakehouse.lakehouse.commits import CatalogCommit, Pointer, add_log_
 from dagster_lakehouse.lakehouse.errors import ColumnNotFound, InvalidWrite, SchemaMismatch
 from dagster_lakehouse.lakehouse.filters import filter_string, prepare_filter
 from dagster_lakehouse.lakehouse.history import op_props
+from dagster_lakehouse.lakehouse.partition_paths import check_partition_paths
 from dagster_lakehouse.lakehouse.partition_specs import spec_change, update_schema
 from dagster_lakehouse.lakehouse.schema import plan_schema
 from dagster_lakehouse.lakehouse.write_data import InMemoryData, WriteData
@@ -247,6 +248,7 @@ class UpsertCommit(CatalogCommit):
         if not rows.num_rows:
             return []
         written = write_properties(metadata)
+        check_partition_paths(written, rows, table=self.name, branch=self.ref)
         return list(_dataframe_to_data_files(table_metadata=written, write_uuid=uuid.uuid4(), df=rows, io=tx._table.io))
 
 

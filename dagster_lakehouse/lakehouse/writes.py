@@ -20,7 +20,7 @@ import pyarrow as pa
 from pyiceberg.exceptions import NoSuchTableError
 from pyiceberg.expressions import AlwaysTrue
 from pyiceberg.io.pyarrow import _check_pyarrow_schema_compatible, _dataframe_to_data_files
-from pyiceberg.manifest import DataFile
+from pyiceberg.manifest import DataFile, ManifestEntryStatus
 from pyiceberg.partitioning import UNPARTITIONED_PARTITION_SPEC
 from pyiceberg.schema import Schema
 from pyiceberg.table import Table, TableProperties, Transaction
@@ -30,16 +30,18 @@ from pyiceberg.table.update import AddSnapshotUpdate
 from dagster_lakehouse.lakehouse.appends import WrittenFiles, append_written, usable, write_added_manifest
 from dagster_lakehouse.lakehouse.catalog import RefCatalog
 from dagster_lakehouse.lakehouse.commits import CatalogCommit, Pointer, add_log_entry, stage, transaction
-from dagster_lakehouse.lakehouse.errors import WriteConflict
+from dagster_lakehouse.lakehouse.errors import PartitionPathTooLong, WriteConflict
 from dagster_lakehouse.lakehouse.filters import FilterLike, filter_string, prepare_filter
 from dagster_lakehouse.lakehouse.history import chain, op_props, since, table_op
+from dagster_lakehouse.lakehouse.locations import native_path
 from dagster_lakehouse.lakehouse.merge_rules import race_conflict
 from dagster_lakehouse.lakehouse.parquet_stream import ParquetStream
+from dagster_lakehouse.lakehouse.partition_paths import check_partition_paths
 from dagster_lakehouse.lakehouse.partition_specs import spec_change, update_schema
 from dagster_lakehouse.lakehouse.polars_sink import delete_files, sink_files, sink_unsupported
 from dagster_lakehouse.lakehouse.row_checks import check_scope
 from dagster_lakehouse.lakehouse.schema import plan_schema
-from dagster_lakehouse.lakehouse.write_data import StreamedData, WriteData
+from dagster_lakehouse.lakehouse.write_data import InMemoryData, StreamedData, WriteData
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
@@ -80,6 +82,23 @@ def delete_rows(tx: Transaction, row_filter: Any, props: dict[str, str]) -> bool
         warnings.filterwarnings("ignore", message=_NO_MATCH_WARNING)
         tx.delete(row_filter, snapshot_properties=props)
     return any(isinstance(update, AddSnapshotUpdate) for update in tx._updates[before:])
+
+
+def discard_staged(tx: Transaction) -> None:
+    """Delete the manifest lists, manifests and rewritten data files of the snapshots staged in `tx`, which will never
+    be committed (files they carry over from earlier snapshots stay)."""
+    io = tx._table.io
+    paths: list[str] = []
+    for update in tx._updates:
+        if isinstance(update, AddSnapshotUpdate):
+            snapshot = update.snapshot
+            paths.append(snapshot.manifest_list)
+            for manifest in snapshot.manifests(io):
+                if manifest.added_snapshot_id == snapshot.snapshot_id:
+                    paths.append(manifest.manifest_path)
+                    entries = manifest.fetch_manifest_entry(io, discard_deleted=True)
+                    paths += [e.data_file.file_path for e in entries if e.status == ManifestEntryStatus.ADDED]
+    delete_files(io, paths)
 
 
 def create_transaction(
@@ -145,6 +164,8 @@ class WriteCommit(CatalogCommit):
         except NoSuchTableError:
             current = None
         self._loaded = {self.name: current.metadata_location if current is not None else None}
+        if current is not None and isinstance(self.data, InMemoryData):  # before a replace writes its delete
+            check_partition_paths(current.metadata, self.data.table, table=self.name, branch=self.ref)
         if current is None:
             tx = self._create()
         else:
@@ -255,11 +276,16 @@ class WriteCommit(CatalogCommit):
         elif not self.data.streamed:  # in memory: PyIceberg's writer, which writes several files at once
             (chunk,) = self.data.chunks()
             chunk = chunk if chunk.schema == schema else chunk.cast(schema)
+            check_partition_paths(written, chunk, table=self.name, branch=self.ref)
             files = list(_dataframe_to_data_files(table_metadata=written, write_uuid=write_uuid, df=chunk, io=io)) if (
                 chunk.num_rows
             ) else []
         else:
-            files = self._stream(ParquetStream(io, written, write_uuid, counter), schema, metadata)
+            try:
+                files = self._stream(ParquetStream(io, written, write_uuid, counter), schema, metadata)
+            except PartitionPathTooLong:
+                discard_staged(tx)  # a replace's delete, staged before the rows came: nothing is left behind
+                raise
         result = self._files[key] = write_added_manifest(metadata, io, files)
         self.take_turn(self._loaded)  # the files exist: queue for the ref (LostRace if the table moved meanwhile)
         return result
@@ -273,7 +299,7 @@ class WriteCommit(CatalogCommit):
         files, rows = self.data.wrap(lambda: sink_files(lazy, schema, written, io, write_uuid, self.storage_options))
         self.data.rows = rows
         if files and (self.where is not None or self.data.rules):
-            scan = pl.scan_parquet([f.file_path for f in files], storage_options=self.storage_options)
+            scan = pl.scan_parquet([native_path(f.file_path) for f in files], storage_options=self.storage_options)
             try:
                 for rule in self.data.rules:  # the caller's rules first, as for data in memory
                     rule.check(scan, rows)
@@ -292,6 +318,7 @@ class WriteCommit(CatalogCommit):
                 chunk = chunk if chunk.schema == schema else chunk.cast(schema)
                 if self.where is not None:
                     check_scope(chunk, metadata.schema(), self.where, context=self.context)
+                check_partition_paths(metadata, chunk, table=self.name, branch=self.ref)
                 stream.write(chunk)
         except BaseException:
             stream.abort()
