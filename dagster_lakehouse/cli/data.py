@@ -20,7 +20,7 @@ from dagster_lakehouse.cli._common import (
 )
 from dagster_lakehouse.cli.column_types import TYPE_HELP, schema_option, zone_option
 from dagster_lakehouse.cli.progress import progress
-from dagster_lakehouse.lakehouse.errors import InvalidData, PinnedRefError, ProtectedBranchError
+from dagster_lakehouse.lakehouse.errors import InvalidData, PinnedRefError, ProtectedBranchError, QueryOutsideRef
 from dagster_lakehouse.lakehouse.names import MAIN, split_table_name
 
 if TYPE_CHECKING:
@@ -40,6 +40,10 @@ An alias that would name two tables is not registered; use the full name then. T
 
 Queries are read-only: a statement that would change a table (DROP, CREATE, DELETE, INSERT, UPDATE,
 TRUNCATE, ALTER, ...) is refused with exit code 2; write with 'lakehouse import' or the Python API.
+
+A query reads the tables of REF and nothing else: table functions (read_parquet, read_csv, read_json,
+read_ipc, ...), paths, URLs, buckets and other names in FROM are refused with exit code 1 before anything
+is opened; import a file into a table first.
 """
 
 WRITE_STATEMENTS = frozenset(
@@ -190,10 +194,14 @@ def sql_aliases(tables: list[str]) -> dict[str, str]:
 
 
 def sql_context(lh: Lakehouse, ref: str, sql: str) -> tuple[pl.SQLContext, dict[str, str]]:
-    """A SQL context with a lazy scan of every table of `ref` that `sql` mentions, under all of its aliases."""
+    """A SQL context with a lazy scan of every table of `ref` that `sql` mentions, under all of its aliases, and
+    nothing else; `QueryOutsideRef` if `sql` would read anything but those tables (a file, URL or bucket)."""
     import polars as pl
 
+    from dagster_lakehouse.cli.sql_scope import check_scope
+
     aliases = sql_aliases(lh.tables(ref))
+    check_scope(sql, ref, aliases)
     words = {w.lower() for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", sql)}
     wanted = {
         table
@@ -213,7 +221,10 @@ def run_query(lh: Lakehouse, args: argparse.Namespace) -> int:
     import polars as pl
 
     check_read_only(args.sql)
-    context, aliases = sql_context(lh, args.ref, args.sql)
+    try:
+        context, aliases = sql_context(lh, args.ref, args.sql)
+    except QueryOutsideRef as exc:
+        raise CliError(str(exc), hint="to query a file, import it into a table first: 'lakehouse import PATH TABLE --branch B'") from exc
     try:
         result = context.execute(args.sql, eager=False).collect()
     except pl.exceptions.PolarsError as exc:

@@ -15,6 +15,7 @@ from dagster_lakehouse.lakehouse.merge import State
 from dagster_lakehouse.lakehouse.names import MAIN, validate_ref_name
 from dagster_lakehouse.lakehouse.refs import Ref
 from dagster_lakehouse.lakehouse.refspec import RefView, is_pinned
+from dagster_lakehouse.lakehouse.storage_full import names_storage_full
 
 
 class BranchOps:
@@ -86,11 +87,13 @@ class BranchOps:
             ref = refstore.get_ref(conn, name)
         return ref is not None and not ref.is_tag
 
+    @names_storage_full("creating branch '{name}' from '{from_ref}'")
     def create_branch(self, name: str, from_ref: str = MAIN, *, exist_ok: bool = False) -> Ref:
         """Fork `from_ref` (a ref, or a past commit: `main@<commit>`, `main~2`) in one transaction: copies one catalog
         row per table, never a data file."""
         return self._create_ref(name, from_ref, "branch", exist_ok=exist_ok)
 
+    @names_storage_full("creating tag '{name}' of '{ref}'")
     def tag(self, name: str, ref: str = MAIN) -> Ref:
         """Freeze the state of `ref` (now, or at a past commit: `main@<commit>`) under an immutable tag name."""
         return self._create_ref(name, ref, "tag", exist_ok=False)
@@ -156,12 +159,14 @@ class BranchOps:
             )
             return self._get_ref(conn, name)
 
+    @names_storage_full("deleting branch '{name}'")
     def delete_branch(self, name: str) -> None:
         """Delete a branch's pointers (never its files: other refs may share them; `gc()` reclaims)."""
         if name == MAIN:
             raise ProtectedBranchError("branch 'main' cannot be deleted")
         self._delete_ref(name, "branch")
 
+    @names_storage_full("deleting tag '{name}'")
     def delete_tag(self, name: str) -> None:
         """Delete a tag; its files become collectable by `gc()` unless another ref reaches them."""
         self._delete_ref(name, "tag")

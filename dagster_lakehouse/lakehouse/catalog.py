@@ -14,11 +14,13 @@ from pyiceberg.catalog.sql import IcebergNamespaceProperties, IcebergTables, Sql
 from pyiceberg.exceptions import NoSuchNamespaceError, NoSuchTableError
 from pyiceberg.io import FileIO, load_file_io
 from pyiceberg.table import Table
+from pyiceberg.typedef import EMPTY_DICT, Properties
 from sqlalchemy import Engine, select
 
 from dagster_lakehouse.lakehouse import read_cache
 from dagster_lakehouse.lakehouse.engine import make_engine
 from dagster_lakehouse.lakehouse.errors import ReadOnlyError
+from dagster_lakehouse.lakehouse.written_files import tracked
 
 __all__ = [
     "IcebergNamespaceProperties",
@@ -81,9 +83,13 @@ class RefCatalog(SqlCatalog):
             identifier=identifier,
             metadata=metadata,
             metadata_location=location,
-            io=shared_file_io({**self.properties, **metadata.properties}, location),
+            io=tracked(shared_file_io({**self.properties, **metadata.properties}, location)),
             catalog=self,
         )
+
+    def _load_file_io(self, properties: Properties = EMPTY_DICT, location: str | None = None) -> FileIO:
+        """PyIceberg's FileIO, `tracked` inside a commit so the files the commit writes are known (`written_files`)."""
+        return tracked(super()._load_file_io(properties, location))
 
 
 def _refuse(what: str, ref: str, action: str) -> NoReturn:

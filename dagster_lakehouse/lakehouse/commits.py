@@ -41,7 +41,9 @@ from dagster_lakehouse.lakehouse.catalog import IcebergTables, RefCatalog
 from dagster_lakehouse.lakehouse.errors import CommitTimeout, LakehouseError, WriteLeaseExpired
 from dagster_lakehouse.lakehouse.names import split_table_name
 from dagster_lakehouse.lakehouse.storage import is_transient
+from dagster_lakehouse.lakehouse.storage_full import is_storage_full, storage_full
 from dagster_lakehouse.lakehouse.turns import CommitTurn, backoff
+from dagster_lakehouse.lakehouse.written_files import WrittenFiles, recording
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
@@ -306,6 +308,9 @@ class CatalogCommit(ABC):
         self.commit_id: str | None = None
         self.lease = WriteLease(engine, what)
         self.turn = CommitTurn(engine, ref)
+        self.written = WrittenFiles()
+        """Every file the attempts wrote (`written_files`), deleted at once if the commit fails for lack of space."""
+        self._staged: list[Pointer] = []
         self._deadline = 0.0
 
     @abstractmethod
@@ -348,7 +353,8 @@ class CatalogCommit(ABC):
                 self.attempts += 1
                 try:
                     self.lease.begin_attempt()
-                    pointers = self.prepare()
+                    with recording(self.written):
+                        pointers = self._staged = self.prepare()
                     checkpoint("staged")
                     with self.engine.begin() as conn:
                         refstore.lock_ref(conn, self.ref)  # commits of one ref log in the order they take effect
@@ -365,6 +371,8 @@ class CatalogCommit(ABC):
                     checkpoint("committed")
                     return pointers
                 except (LostRace, OperationalError, IntegrityError) as exc:
+                    if is_storage_full(exc):
+                        raise  # a full disk or database is no race: retrying would only wait for the deadline
                     if time.monotonic() > deadline:
                         raise CommitTimeout(
                             f"{self.what}: gave up after {self.attempts} attempts in {self.timeout:.0f}s "
@@ -373,11 +381,27 @@ class CatalogCommit(ABC):
                     if not isinstance(exc, LeaseRevoked) and not self.turn.take(deadline):
                         time.sleep(backoff(self.attempts))
         except BaseException as exc:
+            full = storage_full(self.what, exc) if isinstance(exc, Exception) and not committed else None
+            if full is not None:
+                self._discard()
             if not committed:
                 self.lease.fail(exc)
+            if full is not None and full is not exc:
+                raise full from exc
             raise
         finally:
             self.turn.release()
+
+    def _discard(self) -> None:
+        """After running out of space: delete every file the attempts wrote, so the space is back at once, unless the
+        pointer transaction took effect after all (its COMMIT was what failed) or that cannot be checked."""
+        try:
+            with self.engine.connect() as conn:
+                if any(p.location and pointer_of(conn, self.ref, p.table) == p.location for p in self._staged):
+                    return
+        except SQLAlchemyError:
+            return
+        self.written.delete()
 
 
 def add_log_entry(conn: Connection, ref: str, kind: str, message: str, pointers: list[Pointer], **kwargs: Any) -> str:

@@ -43,6 +43,7 @@ from dagster_lakehouse.lakehouse.reads import TableReads
 from dagster_lakehouse.lakehouse.refspec import is_pinned
 from dagster_lakehouse.lakehouse.row_checks import check_scope
 from dagster_lakehouse.lakehouse.schema import iceberg_schema, plan_schema
+from dagster_lakehouse.lakehouse.storage_full import names_storage_full
 from dagster_lakehouse.lakehouse.timeline import Timeline
 from dagster_lakehouse.lakehouse.upsert import UpsertCommit, check_key, in_memory
 from dagster_lakehouse.lakehouse.write_args import check_snapshot_properties, check_text, partition_columns
@@ -179,6 +180,7 @@ class Lakehouse(BranchOps, TableReads, Timeline):
         snapshot = self.table(name, ref).current_snapshot()
         return snapshot.snapshot_id if snapshot else None
 
+    @names_storage_full("table '{name}' on branch '{branch}'")
     def write(
         self,
         name: str,
@@ -310,6 +312,7 @@ class Lakehouse(BranchOps, TableReads, Timeline):
             with self.engine.connect() as conn:
                 self._check_writable(conn, branch, allow_main)
 
+    @names_storage_full("dropping table '{name}' on branch '{branch}'")
     def drop_table(self, name: str, *, branch: str = MAIN, allow_main: bool = False) -> None:
         """Remove table `name` from `branch` only; its files stay for other refs until `gc()`."""
         namespace, table_name = split_table_name(name)
@@ -326,6 +329,7 @@ class Lakehouse(BranchOps, TableReads, Timeline):
 
     # ----- merge ---------------------------------------------------------------------------------
 
+    @names_storage_full("merge of '{source}' into '{into}'")
     def merge(
         self,
         source: str,

@@ -183,3 +183,33 @@ class PartitionPathTooLong(InvalidWrite):
             f"written. Partition by a shorter value (e.g. a bucket or truncate of '{shown_column}', or another column), "
             f"rename a long column, or keep the table in an object store (S3 keys hold 1024 bytes)"
         )
+
+
+class QueryOutsideRef(LakehouseError, PermissionError):
+    """A SQL query (`lakehouse query`) named something other than a table of its ref: a table function reading a file,
+    URL or bucket (`read_parquet(...)`), a path, or a name that is no table there; nothing was read."""
+
+    def __init__(self, ref: str, reason: str, tables: list[str]):
+        self.ref = ref
+        self.reason = reason
+        known = ", ".join(sorted(tables)) or "none"
+        super().__init__(
+            f"query on '{ref}' refused: {reason}; a query reads only the tables of '{ref}' (namespace.table, "
+            f"namespace_table, or table), never files, URLs or buckets. Tables on '{ref}': {known}"
+        )
+
+
+class StorageFull(LakehouseError):
+    """The catalog database or the warehouse is out of space (ENOSPC, SQLite 'database or disk is full', PostgreSQL
+    53100 DiskFull); not retried as a commit race. Names the operation, what is full and what to do; nothing was
+    committed, and the files the failed operation wrote were deleted."""
+
+    def __init__(self, what: str, full: str, error: BaseException):
+        self.what = what
+        self.full = full
+        detail = (str(error).strip().splitlines() or [""])[0] or type(error).__name__
+        super().__init__(
+            f"{what}: {full} is out of space ({type(error).__name__}: {detail}); nothing was committed and the files "
+            f"this operation wrote were deleted. Free space there (delete other files, 'lakehouse gc' / Lakehouse.gc() "
+            f"for files no branch or tag reaches, or grow the volume or database), then run it again"
+        )

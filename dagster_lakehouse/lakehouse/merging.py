@@ -12,6 +12,7 @@ the two creations' schemas line up field id by field id (`schema_union`).
 
 from __future__ import annotations
 
+import contextvars
 import json
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -188,7 +189,8 @@ class MergeCommit(CatalogCommit):
                 tick()
         else:
             with ThreadPoolExecutor(max_workers=min(_PARALLEL_TABLES, len(tables))) as pool:
-                futures = {pool.submit(merge_one, table): table for table in tables}
+                # each in a copy of this context, so the files it writes are noted in the commit's log (`written_files`)
+                futures = {pool.submit(contextvars.copy_context().run, merge_one, table): table for table in tables}
                 for future in as_completed(futures):
                     outcomes[futures[future]] = future.result()
                     tick()

@@ -42,6 +42,7 @@ from dagster_lakehouse.lakehouse.polars_sink import delete_files, sink_files, si
 from dagster_lakehouse.lakehouse.row_checks import check_scope
 from dagster_lakehouse.lakehouse.schema import plan_schema
 from dagster_lakehouse.lakehouse.write_data import InMemoryData, StreamedData, WriteData
+from dagster_lakehouse.lakehouse.written_files import record
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection, Engine
@@ -297,6 +298,7 @@ class WriteCommit(CatalogCommit):
         (a scan of the new files), before anything is committed."""
         io = self.catalog._load_file_io(written.properties, written.location)
         files, rows = self.data.wrap(lambda: sink_files(lazy, schema, written, io, write_uuid, self.storage_options))
+        record([f.file_path for f in files], io)  # Polars wrote them, not a FileIO: note them in the commit's log
         self.data.rows = rows
         if files and (self.where is not None or self.data.rules):
             scan = pl.scan_parquet([native_path(f.file_path) for f in files], storage_options=self.storage_options)
