@@ -17,7 +17,7 @@ from pyiceberg.table import Table
 from pyiceberg.typedef import EMPTY_DICT, Properties
 from sqlalchemy import Engine, select
 
-from dagster_lakehouse.lakehouse import read_cache
+from dagster_lakehouse.lakehouse import corruption, read_cache
 from dagster_lakehouse.lakehouse.engine import make_engine
 from dagster_lakehouse.lakehouse.errors import ReadOnlyError
 from dagster_lakehouse.lakehouse.written_files import tracked
@@ -78,7 +78,8 @@ class RefCatalog(SqlCatalog):
 
     def table_at(self, identifier: tuple[str, ...], location: str) -> Table:
         """The table (a `table_class`) whose metadata file is `location`."""
-        metadata = read_cache.table_metadata(shared_file_io(self.properties, location), location)
+        with corruption.metadata_file(".".join(identifier), self.name, location):
+            metadata = read_cache.table_metadata(shared_file_io(self.properties, location), location)
         return self.table_class(
             identifier=identifier,
             metadata=metadata,

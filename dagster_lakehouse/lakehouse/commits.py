@@ -36,6 +36,7 @@ from pyiceberg.utils.datetime import datetime_to_millis
 from sqlalchemy import and_, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
+from dagster_lakehouse.lakehouse import corruption
 from dagster_lakehouse.lakehouse import refs as refstore
 from dagster_lakehouse.lakehouse.catalog import IcebergTables, RefCatalog
 from dagster_lakehouse.lakehouse.errors import CommitTimeout, LakehouseError, WriteLeaseExpired
@@ -102,7 +103,9 @@ def table_at(catalog: RefCatalog, name: str, location: str, metadata: TableMetad
 def load_at(catalog: RefCatalog, name: str, location: str) -> Table:
     """Table `name` as of metadata file `location` (any ref's), bound to `catalog` for building transactions."""
     io = catalog._load_file_io(location=location)
-    return table_at(catalog, name, location, FromInputFile.table_metadata(io.new_input(location)))
+    with corruption.metadata_file(name, catalog.name, location):
+        metadata = FromInputFile.table_metadata(io.new_input(location))
+    return table_at(catalog, name, location, metadata)
 
 
 def apply_updates(base: TableMetadata, updates: tuple[TableUpdate, ...], location: str | None = None) -> TableMetadata:

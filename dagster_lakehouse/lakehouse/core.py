@@ -35,6 +35,7 @@ from dagster_lakehouse.lakehouse.errors import (
     UnsafeGC,
 )
 from dagster_lakehouse.lakehouse.filters import FilterLike
+from dagster_lakehouse.lakehouse.gc_report import GCResult
 from dagster_lakehouse.lakehouse.merge import MergeResult
 from dagster_lakehouse.lakehouse.merging import MergeCommit, OnConflict
 from dagster_lakehouse.lakehouse.names import MAIN, split_table_name
@@ -379,9 +380,11 @@ class Lakehouse(BranchOps, TableReads, Timeline):
         force: bool = False,
         keep_history: timedelta | None = None,
         progress: Progress | None = None,
-    ) -> list[str]:
+    ) -> GCResult:
         """Delete warehouse files that no branch or tag reaches, now or at any commit of their log younger than
-        `keep_history` (default: the history retention window, `config.history_retention`); returns their URIs.
+        `keep_history` (default: the history retention window, `config.history_retention`); returns their URIs (a
+        list), whose `problems` name the missing or unreadable files a ref reaches that it met (every file of a table
+        whose metadata did not read is kept).
 
         Never takes a file that committed metadata of any ref references, nor one of a write or merge in flight
         (their write leases), whatever `older_than` is. Files younger than `older_than` are kept for writers that take

@@ -213,3 +213,24 @@ class StorageFull(LakehouseError):
             f"this operation wrote were deleted. Free space there (delete other files, 'lakehouse gc' / Lakehouse.gc() "
             f"for files no branch or tag reaches, or grow the volume or database), then run it again"
         )
+
+
+class CorruptTableFile(LakehouseError):
+    """A file a table's metadata reaches (metadata JSON, manifest list, manifest, data file) is unreadable; names the
+    table, the ref and the file, with the reading library's error chained."""
+
+    def __init__(self, table: str, ref: str, path: str, kind: str, problem: str):
+        self.table = table
+        self.ref = ref
+        self.path = path
+        self.kind = kind
+        self.problem = problem
+        super().__init__(
+            f"table '{table}' on '{ref}': its {kind} {path} {problem}; nothing was changed. Restore the file from a "
+            f"copy, or move the table off it: reset the branch to a commit before it (reset('<branch>', to='<branch>~1')), "
+            f"drop the table, or write it anew with mode='replace'. Other tables and refs are not affected"
+        )
+
+
+class MissingTableFile(CorruptTableFile, FileNotFoundError):
+    """A file a table's metadata reaches is gone (deleted by hand, or by `gc` of a process with a shorter window)."""

@@ -11,6 +11,9 @@ A ref "reaches" a file also through its history: every table pointer before and 
 than the history window (`LakehouseConfig.history_retention`, 7 days by default) is walked too, so `main@<commit>`
 reads, reverts and resets to those commits keep working; they refuse older commits (`CommitExpired`), and a revert or
 reset that raced this collection prepares again (its lease was revoked) and meets that refusal.
+
+A file a ref reaches that is missing or does not read stops nothing: it is reported (`gc_report.GCProblem`), and when
+it hides what its table reaches (a metadata file, manifest list or manifest), every file of that table is kept.
 """
 
 from __future__ import annotations
@@ -29,13 +32,15 @@ from pyiceberg.io import load_file_io
 from pyiceberg.serializers import FromInputFile
 from sqlalchemy import delete, func, select, text, update
 
+from dagster_lakehouse.lakehouse import corruption
 from dagster_lakehouse.lakehouse import refs as refstore
 from dagster_lakehouse.lakehouse.catalog import IcebergTables
 from dagster_lakehouse.lakehouse.errors import LakehouseError
 from dagster_lakehouse.lakehouse.gc_grace import MIN_OLDER_THAN, check_grace
+from dagster_lakehouse.lakehouse.gc_report import GCProblem, GCResult
 from dagster_lakehouse.lakehouse.locations import canonical, file_uri, is_local, legacy_key, native_path
 from dagster_lakehouse.lakehouse.progress import Progress
-from dagster_lakehouse.lakehouse.storage import retrying
+from dagster_lakehouse.lakehouse.storage import is_transient, retrying
 
 __all__ = [
     "BATCH_SIZE",
@@ -80,12 +85,17 @@ class Marker:
     def __init__(self, properties: dict[str, str]):
         self.properties = properties
         self.reached: set[str] = set()
+        self.problems: dict[str, GCProblem] = {}
+        """Files a ref reaches that did not read, by path (`gc_report`)."""
+        self._kept_tables: set[str] = set()
         self._walked: set[str] = set()
         self._seen: set[str] = set()
 
     def __contains__(self, uri: str) -> bool:
         key = _key(uri)
-        return key in self.reached or legacy_key(key) in self.reached  # legacy: a name older writers kept escaped
+        if key in self.reached or legacy_key(key) in self.reached:  # legacy: a name older writers kept escaped
+            return True
+        return any(key.startswith(folder) for folder in self._kept_tables)
 
     def keep(self, uris: Iterable[str]) -> None:
         """Mark files without reading them."""
@@ -101,24 +111,48 @@ class Marker:
     ) -> None:
         """Mark every metadata, manifest list, manifest, data and delete file these metadata files reach.
 
-        A file they reach that is missing is data already lost: `LakehouseError` names the metadata file and the ref
-        in `owner` pointing at it, and the collection stops. `on_walked` is called after each metadata file.
+        A file they reach that is missing (unless `missing_ok`: history a shorter window collected) or does not read
+        is recorded in `problems` with the ref in `owner` pointing at it, and every file of its table is kept: what
+        the file reaches is unknown. `on_walked` is called after each metadata file.
         """
         for location in sorted(set(metadata_locations) - self._walked):
             try:
                 self._walk_one(location)
-            except FileNotFoundError as exc:
-                if missing_ok:  # history older than a past collection's window: gone on purpose
-                    self._walked.add(location)
-                    continue
-                ref = (owner or {}).get(location, "?")
-                raise LakehouseError(
-                    f"gc: a file that metadata file {location} of ref '{ref}' reaches is missing ({exc}); "
-                    f"nothing more was deleted"
-                ) from exc
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                if not (missing_ok and isinstance(exc, FileNotFoundError)):  # else: gone on purpose
+                    self._damaged(location, (owner or {}).get(location, "?"), exc)
             self._walked.add(location)
             if on_walked is not None:
                 on_walked()
+
+    def _damaged(self, location: str, ref: str, exc: Exception) -> None:
+        """Record the file of metadata file `location` (of `ref`) that did not read, and keep its table's files."""
+        io = load_file_io(self.properties, location)
+        found = corruption.first_unreadable_at(location, io, str(exc), data_files=False)
+        found = found or corruption.Unreadable(location, "metadata file", exc)
+        self.reached.add(_key(location))
+        self._kept_tables.add(_key(location).rsplit("/metadata/", 1)[0] + "/")
+        known = self.problems.get(found.path)
+        refs = tuple(sorted({ref, *(known.refs if known else ())}))
+        self.problems[found.path] = GCProblem(
+            corruption.table_of(location), refs, found.path, found.kind, found.problem, kept_table=True
+        )
+
+    def missing_data_files(self, listed: Iterable[str], roots: dict[str, str], root: str) -> None:
+        """Record the data files under the warehouse `root` that a table some ref points at (`roots`: metadata file ->
+        ref) reaches, but that the listing `listed` lacks."""
+        present = {_key(uri) for uri in listed}
+        refs_of: dict[str, set[str]] = {}
+        for location, ref in roots.items():
+            refs_of.setdefault(_key(location).rsplit("/metadata/", 1)[0] + "/", set()).add(ref)
+        for key in sorted(self.reached - present):
+            folder, data, _ = key.rpartition("/data/")
+            refs = refs_of.get(folder + "/") if data else None
+            if refs and key.startswith(root) and key not in self.problems:
+                table = corruption.table_of(key)
+                self.problems[key] = GCProblem(table, tuple(sorted(refs)), key, "data file", "is missing", kept_table=False)
 
     def _walk_one(self, location: str) -> None:
         io = load_file_io(self.properties, location)
@@ -266,9 +300,9 @@ def collect_garbage(
     dry_run: bool,
     keep_history: timedelta = timedelta(0),
     progress: Progress | None = None,
-) -> list[str]:
+) -> GCResult:
     """Delete warehouse table files older than `older_than` that no ref reaches, now or at a commit younger than
-    `keep_history`; returns what was (or would be) deleted.
+    `keep_history`; returns what was (or would be) deleted, and the damaged or missing files met (`gc_report`).
 
     Marks from one read of the catalog, then, before each batch of `BATCH_SIZE` deletions, reads it again exclusively
     (`read_catalog`), walks only the metadata files that are new since, and drops from the batch what they reach and
@@ -288,13 +322,15 @@ def collect_garbage(
     report("listing the warehouse", 0, None)
     cutoff = time.time() - older_than.total_seconds()
     root = _key(warehouse).rstrip("/") + "/"
+    listing = retried("listing", lambda: list_warehouse(properties, warehouse))
+    marker.missing_data_files((uri for uri, _ in listing), view.roots, root)
     candidates = [
         (uri, mtime)
-        for uri, mtime in retried("listing", lambda: list_warehouse(properties, warehouse))
+        for uri, mtime in listing
         if mtime <= cutoff and _TABLE_FILE.match(_key(uri).removeprefix(root)) and uri not in marker and not view.keeps(mtime)
     ]
     if dry_run:
-        return sorted(uri for uri, _ in candidates)
+        return GCResult([uri for uri, _ in candidates], list(marker.problems.values()))
     io = load_file_io(properties, warehouse)
     deleted: list[str] = []
     report("deleting files", 0, len(candidates))
@@ -306,7 +342,7 @@ def collect_garbage(
             if not kept and retried(f"deleting {uri}", lambda: _delete(io, uri)):  # noqa: B023 - called at once
                 deleted.append(uri)
             report("deleting files", done, len(candidates))
-    return sorted(deleted)
+    return GCResult(deleted, list(marker.problems.values()))
 
 
 def _ignore(what: str, done: int, total: int | None) -> None:

@@ -24,6 +24,7 @@ from pyiceberg.table import Table
 from pyiceberg.table.update import AddSchemaUpdate, SetCurrentSchemaUpdate
 from sqlalchemy import select
 
+from dagster_lakehouse.lakehouse import corruption
 from dagster_lakehouse.lakehouse import refs as refstore
 from dagster_lakehouse.lakehouse.catalog import RefCatalog
 from dagster_lakehouse.lakehouse.commits import (
@@ -180,7 +181,8 @@ class MergeCommit(CatalogCommit):
         `tick` is called as each one is done, in this thread."""
 
         def merge_one(table: str) -> Pointer | TableConflict | None:
-            return self._merge_table(table, base.get(table), source.get(table), target.get(table))
+            with corruption.named(table, lambda: self._sides(table, source.get(table), target.get(table))):
+                return self._merge_table(table, base.get(table), source.get(table), target.get(table))
 
         outcomes: dict[str, Pointer | TableConflict | None] = {}
         if len(tables) < 2:
@@ -195,6 +197,11 @@ class MergeCommit(CatalogCommit):
                     outcomes[futures[future]] = future.result()
                     tick()
         return [(table, outcomes[table]) for table in tables]
+
+    def _sides(self, table: str, source: str | None, target: str | None) -> list[tuple[str, Table]]:
+        """The source's and the target's table, to look for a damaged file in (`corruption.named`)."""
+        catalog = self.lakehouse._read_catalog(self.ref)
+        return [(ref, load_at(catalog, table, location)) for ref, location in ((self.source, source), (self.ref, target)) if location]
 
     def _recorded_snapshots(self, conn: Connection, source_state: State, tables: set[str]) -> dict[str, int]:
         """Snapshot ids the source's log recorded for the current metadata of `tables` (those it has a record of).
@@ -224,7 +231,7 @@ class MergeCommit(CatalogCommit):
             dropped, changed = (self.source, self.ref) if source is None else (self.ref, self.source)
             return TableConflict(table, f"'{dropped}' dropped the table while '{changed}' changed it")
         catalog = self.lakehouse.catalog(self.ref)
-        src, dst = load_at(catalog, table, source), load_at(catalog, table, target)
+        src, dst = load_at(self.lakehouse._read_catalog(self.source), table, source), load_at(catalog, table, target)
         source_ops = pending_ops(src.metadata, dst.metadata, src.io)
         target_ops = pending_ops(dst.metadata, src.metadata, dst.io)
         if not source_ops:

@@ -18,6 +18,7 @@ from pyiceberg.schema import Schema
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
+from dagster_lakehouse.lakehouse import corruption
 from dagster_lakehouse.lakehouse.config import LakehouseConfig
 from dagster_lakehouse.lakehouse.errors import ColumnNotFound, LakehouseError
 from dagster_lakehouse.lakehouse.filters import FilterLike, prepare_filter, to_polars
@@ -41,6 +42,12 @@ class TableReads:
         """`fn()`, retrying transient object-store errors up to the configured bound, then `StorageUnavailable`."""
         return retrying(what, fn, self.config.storage_retry_seconds, self.config.warehouse)
 
+    def _on_table(self, name: str, ref: str, fn: Callable[[Table], T]) -> T:
+        """`fn` on table `name` as loaded on `ref`; a failure that a damaged file of it explains is `CorruptTableFile`."""
+        table = self.table(name, ref)
+        with corruption.named(name, lambda: [(ref, table)]):
+            return fn(table)
+
     def read_arrow(
         self,
         name: str,
@@ -57,7 +64,7 @@ class TableReads:
         """
         return self._retrying(
             f"table '{name}' on '{ref}'",
-            lambda: _to_arrow(*self._scan_table(self.table(name, ref), name, ref, columns, filter, snapshot_id)),
+            lambda: self._on_table(name, ref, lambda t: _to_arrow(*self._scan_table(t, name, ref, columns, filter, snapshot_id))),
         )
 
     def read(
@@ -73,7 +80,7 @@ class TableReads:
         pushdown."""
         return self._retrying(
             f"table '{name}' on '{ref}'",
-            lambda: self._scan_table(self.table(name, ref), name, ref, columns, filter, snapshot_id)[0].collect(),
+            lambda: self._on_table(name, ref, lambda t: self._scan_table(t, name, ref, columns, filter, snapshot_id)[0].collect()),
         )
 
     def scan(
@@ -93,7 +100,7 @@ class TableReads:
         """
         return self._retrying(
             f"table '{name}' on '{ref}'",
-            lambda: self._scan_table(self.table(name, ref), name, ref, columns, filter, snapshot_id)[0],
+            lambda: self._on_table(name, ref, lambda t: self._scan_table(t, name, ref, columns, filter, snapshot_id)[0]),
         )
 
     def read_table(
@@ -114,10 +121,11 @@ class TableReads:
         lazy = kind is pl.LazyFrame
 
         def read() -> pl.DataFrame | pl.LazyFrame | pa.Table:
-            frame, schema = self._scan_table(table, name, ref, columns, filter, None)
-            if lazy:
-                return frame
-            return _to_arrow(frame, schema) if kind is pa.Table else frame.collect()
+            with corruption.named(name, lambda: [(ref, table)]):
+                frame, schema = self._scan_table(table, name, ref, columns, filter, None)
+                if lazy:
+                    return frame
+                return _to_arrow(frame, schema) if kind is pa.Table else frame.collect()
 
         return self._retrying(f"table '{name}' on '{ref}'", read)
 

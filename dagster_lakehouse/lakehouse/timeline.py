@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
+from dagster_lakehouse.lakehouse import corruption, expiry, refspec
 from dagster_lakehouse.lakehouse import refs as refstore
-from dagster_lakehouse.lakehouse import refspec
 from dagster_lakehouse.lakehouse.catalog import PinnedCatalog, ReadOnlyCatalog
 from dagster_lakehouse.lakehouse.commits import load_at
 from dagster_lakehouse.lakehouse.config import LakehouseConfig
@@ -50,7 +50,12 @@ class Timeline:
             return RefView(spec, self._get_ref(conn, spec), None, self._state(conn, spec))
         parsed = refspec.parse(spec, lambda name: refstore.get_ref(conn, name) is not None)
         ref = self._get_ref(conn, parsed.ref)
-        return refspec.resolve(conn, parsed, ref, self._state, self.config.history_retention)
+        view = refspec.resolve(conn, parsed, ref, self._state, self.config.history_retention)
+        if view.commit is not None:  # `CommitExpired` if a shorter window's gc took a metadata file it needs
+            current = self._state(conn, view.commit.ref)
+            past = [(table, location) for table, location in view.state.items() if current.get(table) != location]
+            expiry.check_kept(spec, view.commit, past, self.config.properties, self.config.history_retention)
+        return view
 
     def view(self, spec: str = MAIN) -> RefView:
         """Resolve a ref spec (`main`, `main@<commit>`, `dev~3`, a tag): its ref, commit and table pointers."""
@@ -93,7 +98,9 @@ class Timeline:
     def _diff_counts(self, d: TableDiff, a: RefView, b: RefView) -> TableDiff:
         before = load_at(self._read_catalog(a.ref.name), d.table, d.before) if d.before else None
         after = load_at(self._read_catalog(b.ref.name), d.table, d.after) if d.after else None
-        counts = change_counts(after, before) if after is not None else {}
+        sides = [(view.spec, table) for view, table in ((b, after), (a, before)) if table is not None]
+        with corruption.named(d.table, lambda: sides):
+            counts = change_counts(after, before) if after is not None else {}
         return replace(d, before_snapshot_id=_snapshot_id(before), after_snapshot_id=_snapshot_id(after), **counts)
 
     def revert(

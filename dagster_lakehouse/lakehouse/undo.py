@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from pyiceberg.manifest import DataFile
 from pyiceberg.table import Table
 
+from dagster_lakehouse.lakehouse import expiry
 from dagster_lakehouse.lakehouse import refs as refstore
 from dagster_lakehouse.lakehouse.commits import (
     CatalogCommit,
@@ -128,6 +129,14 @@ class RevertCommit(_UndoCommit):
             )
         if c.changes is None:
             raise LakehouseError(f"cannot revert commit {c.short_id}: it was logged before commits recorded table pointers")
+        needed = [  # the metadata files before and after the commit of each table the revert changes
+            (table, location)
+            for table, (before, after) in c.changes.items()
+            if current.get(table) != before
+            for location in (before, after)
+            if location is not None and location != current.get(table)
+        ]
+        expiry.check_kept(f"{c.ref}@{c.short_id}", c, needed, lh.config.properties, lh.config.history_retention)
         pointers: list[Pointer] = []
         conflicts: list[TableConflict] = []
         for table, (before, after) in sorted(c.changes.items()):

@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING
 from pyiceberg.exceptions import NoSuchNamespaceError
 from pyiceberg.table import Table
 
+from dagster_lakehouse.lakehouse import corruption
 from dagster_lakehouse.lakehouse.catalog import read_only
 from dagster_lakehouse.lakehouse.commits import table_at
-from dagster_lakehouse.lakehouse.errors import LakehouseError
+from dagster_lakehouse.lakehouse.errors import CorruptTableFile, LakehouseError
 from dagster_lakehouse.lakehouse.names import split_table_name
+from dagster_lakehouse.lakehouse.polars_sink import _remove_partial_files
 from dagster_lakehouse.lakehouse.upsert import UpsertCommit
 from dagster_lakehouse.lakehouse.writes import WriteCommit
 
@@ -49,7 +51,11 @@ def finish_write(
     Streamed data counts its rows as the commit writes them, so they are read from the commit's data afterwards."""
     name = commit.name
     try:
-        pointers = lakehouse._retrying(commit.what, commit.run)  # storage I/O is all before the pointer transaction
+        with corruption.named(name, lambda: [(branch, lakehouse._read_catalog(branch).load_table(name))]):
+            pointers = lakehouse._retrying(commit.what, commit.run)  # storage I/O is all before the pointer transaction
+    except CorruptTableFile:
+        _discard(commit)
+        raise
     except NoSuchNamespaceError as exc:  # the branch was deleted while this write prepared
         with lakehouse.engine.connect() as conn:
             lakehouse._check_writable(conn, branch, allow_main)
@@ -79,3 +85,11 @@ def finish_write(
         rows_updated=commit.rows_updated if upserted else None,
         rows_inserted=commit.rows_inserted if upserted else None,
     )
+
+
+def _discard(commit: WriteCommit | UpsertCommit) -> None:
+    """Delete the files a write wrote before it met a damaged file of its table (`commit.written`): it will never
+    commit them, and a refused write leaves the warehouse as it was."""
+    paths = commit.written.paths
+    if paths:  # and on S3 the empty folder markers deleting them may leave, as after a failed sink
+        _remove_partial_files(commit.catalog._load_file_io(location=paths[0]), paths, paths[0].rsplit("/", 1)[0] + "/")
