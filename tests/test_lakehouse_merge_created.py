@@ -6,21 +6,16 @@ racing to create one table on one branch both land when their work is disjoint."
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import multiprocessing as mp
 import random
-import urllib.parse
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
-from sqlalchemy import MetaData, select
+from test_lakehouse_bad_input import unchanged  # noqa: F401  (a fixture: catalog rows and warehouse listing unchanged)
 
 from dagster_lakehouse.lakehouse import Lakehouse, MergeConflict, WriteConflict, commits
 
@@ -153,40 +148,6 @@ def test_a_column_only_one_side_created_joins_the_merged_table(lh: Lakehouse, fi
 
 
 # ----- clashes: a named conflict that changes nothing ------------------------------------------------------------
-
-
-def _warehouse_files(backend: Any, request: pytest.FixtureRequest) -> list[tuple[str, int]]:
-    if backend.name == "local":
-        root = Path(urllib.parse.urlsplit(backend.warehouse).path)
-        return sorted((str(p.relative_to(root)), p.stat().st_size) for p in root.rglob("*") if p.is_file())
-    bucket, _, prefix = backend.warehouse.removeprefix("s3://").partition("/")
-    s3 = request.getfixturevalue("moto_server").client("s3")
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    return sorted((o["Key"], o["Size"]) for page in pages for o in page.get("Contents", []))
-
-
-def _catalog_rows(lh: Lakehouse) -> dict[str, list[str]]:
-    tables = MetaData()
-    tables.reflect(bind=lh.engine)
-    with lh.engine.connect() as conn:
-        return {name: sorted(repr(tuple(row)) for row in conn.execute(select(t))) for name, t in sorted(tables.tables.items())}
-
-
-@pytest.fixture
-def unchanged(lh: Lakehouse, backend: Any, request: pytest.FixtureRequest) -> Callable[[], AbstractContextManager[None]]:
-    """`with unchanged():` asserts that the hash of all catalog rows and the sorted warehouse listing is the same after."""
-
-    def state() -> str:
-        snapshot = {"catalog": _catalog_rows(lh), "warehouse": _warehouse_files(backend, request)}
-        return hashlib.sha256(json.dumps(snapshot, sort_keys=True).encode()).hexdigest()
-
-    @contextmanager
-    def check() -> Iterator[None]:
-        before = state()
-        yield
-        assert state() == before
-
-    return check
 
 
 def both_create(lh: Lakehouse, a: Callable[[str], None], b: Callable[[str], None]) -> None:
