@@ -16,8 +16,9 @@ from typing import Any
 import polars as pl
 import pytest
 from test_lakehouse_bad_input import unchanged  # noqa: F401  (a fixture: catalog rows and warehouse listing unchanged)
+from test_lakehouse_concurrent_writes import race_at_staged
 
-from dagster_lakehouse.lakehouse import Lakehouse, MergeConflict, WriteConflict, commits
+from dagster_lakehouse.lakehouse import Lakehouse, MergeConflict, WriteConflict
 
 MONTHS = [f"2013-{m:02d}-01" for m in range(1, 13)]
 TABLE = "fresh"
@@ -220,20 +221,6 @@ def test_a_conflict_between_creations_can_still_be_settled_by_taking_one_side(lh
 
 
 # ----- one branch, writers racing to create the table ------------------------------------------------------------
-
-
-def race_at_staged(monkeypatch, other: Callable[[], Any]) -> list[str]:
-    """Run `other` once, right after the next commit has staged its metadata and before it swaps the pointer."""
-    original, fired = commits.checkpoint, []
-
-    def hooked(step: str) -> None:
-        if step == "staged" and not fired:
-            fired.append(step)
-            other()
-        original(step)
-
-    monkeypatch.setattr(commits, "checkpoint", hooked)
-    return fired
 
 
 def test_two_writers_creating_one_table_on_one_branch_both_land(lh: Lakehouse, monkeypatch) -> None:

@@ -4,20 +4,19 @@ PyIceberg binds, and offsets on timestamps without time zone refused with both f
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
-from typing import Any
+from datetime import UTC, datetime
 
 from pyiceberg.expressions import (
-    AlwaysTrue,
     BooleanExpression,
     LiteralPredicate,
     SetPredicate,
     UnboundPredicate,
 )
 from pyiceberg.expressions.literals import StringLiteral, literal
-from pyiceberg.expressions.visitors import BooleanExpressionVisitor
 from pyiceberg.schema import Schema
 from pyiceberg.types import IcebergType, TimestampType, TimestamptzType
+
+from dagster_lakehouse.lakehouse.filter_rewrite import PredicateRewriter
 
 __all__ = ["OffsetOnNaiveColumn", "TemporalLiterals"]
 
@@ -62,7 +61,7 @@ def _as_utc(value: str) -> str | None:
         return None
     if moment.tzinfo is None:
         return None
-    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat()
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat()
 
 
 def _normalise_temporal(value: str, field_type: IcebergType, offsets: list[str] | None = None) -> str:
@@ -86,35 +85,12 @@ def _normalise_temporal(value: str, field_type: IcebergType, offsets: list[str] 
     return value
 
 
-class TemporalLiterals(BooleanExpressionVisitor[BooleanExpression]):
+class TemporalLiterals(PredicateRewriter):
     """Rewrite string literals compared with timestamp columns to the ISO form PyIceberg expects."""
 
     def __init__(self, schema: Schema):
         self.schema = schema
         self.offsets: dict[str, list[str]] = {}  # timestamp columns without time zone -> literals with an offset
-
-    def visit_true(self) -> BooleanExpression:
-        return AlwaysTrue()
-
-    def visit_false(self) -> BooleanExpression:
-        from pyiceberg.expressions import AlwaysFalse
-
-        return AlwaysFalse()
-
-    def visit_not(self, child_result: BooleanExpression) -> BooleanExpression:
-        from pyiceberg.expressions import Not
-
-        return Not(child_result)
-
-    def visit_and(self, left_result: BooleanExpression, right_result: BooleanExpression) -> BooleanExpression:
-        from pyiceberg.expressions import And
-
-        return And(left_result, right_result)
-
-    def visit_or(self, left_result: BooleanExpression, right_result: BooleanExpression) -> BooleanExpression:
-        from pyiceberg.expressions import Or
-
-        return Or(left_result, right_result)
 
     def visit_unbound_predicate(self, predicate: UnboundPredicate) -> BooleanExpression:
         field = self.schema.find_field(predicate.term.name) if _has_field(self.schema, predicate.term.name) else None
@@ -130,8 +106,6 @@ class TemporalLiterals(BooleanExpressionVisitor[BooleanExpression]):
             return type(predicate)(predicate.term, values)
         return predicate
 
-    def visit_bound_predicate(self, predicate: Any) -> BooleanExpression:
-        return predicate
 
 
 def _has_field(schema: Schema, name: str) -> bool:

@@ -15,12 +15,9 @@ import sys
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal, InvalidOperation, localcontext
-from typing import Any
 
 from pyiceberg.expressions import (
     AlwaysFalse,
-    AlwaysTrue,
-    And,
     BooleanExpression,
     EqualTo,
     GreaterThan,
@@ -29,18 +26,17 @@ from pyiceberg.expressions import (
     LessThan,
     LessThanOrEqual,
     LiteralPredicate,
-    Not,
     NotEqualTo,
     NotIn,
     NotNull,
-    Or,
     SetPredicate,
     UnboundPredicate,
 )
 from pyiceberg.expressions.literals import DecimalLiteral, LongLiteral
-from pyiceberg.expressions.visitors import BooleanExpressionVisitor
 from pyiceberg.schema import Schema
 from pyiceberg.types import DecimalType, IntegerType, LongType
+
+from dagster_lakehouse.lakehouse.filter_rewrite import PredicateRewriter
 
 __all__ = ["ExactNumbers", "NumberOutOfRange", "Spelled", "malformed_number", "spell_numbers"]
 
@@ -156,7 +152,7 @@ def _spelled(token: str, position: int, as_decimal: bool) -> str:
     return plain if "." in plain else f"{plain}.0"
 
 
-class ExactNumbers(BooleanExpressionVisitor[BooleanExpression]):
+class ExactNumbers(PredicateRewriter):
     """Rewrite comparisons of integer and decimal columns with literals finer than the column's scale into exact ones.
 
     For a `long` column `x > 1.5` is `x > 1`, `x >= 1.5` is `x >= 2`, `x < 1.5` is `x <= 1`, `x <= 1.5` is `x <= 1`,
@@ -167,24 +163,6 @@ class ExactNumbers(BooleanExpressionVisitor[BooleanExpression]):
 
     def __init__(self, schema: Schema):
         self.schema = schema
-
-    def visit_true(self) -> BooleanExpression:
-        return AlwaysTrue()
-
-    def visit_false(self) -> BooleanExpression:
-        return AlwaysFalse()
-
-    def visit_not(self, child_result: BooleanExpression) -> BooleanExpression:
-        return Not(child_result)
-
-    def visit_and(self, left_result: BooleanExpression, right_result: BooleanExpression) -> BooleanExpression:
-        return And(left_result, right_result)
-
-    def visit_or(self, left_result: BooleanExpression, right_result: BooleanExpression) -> BooleanExpression:
-        return Or(left_result, right_result)
-
-    def visit_bound_predicate(self, predicate: Any) -> BooleanExpression:
-        return predicate
 
     def visit_unbound_predicate(self, predicate: UnboundPredicate) -> BooleanExpression:
         column = self._column(predicate.term.name)
